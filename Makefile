@@ -1,0 +1,62 @@
+# The MLOps Foundations workbook. `make help` lists the targets.
+# Every target that needs the environment runs scripts/setup.sh first; it is idempotent
+# (keyed on the hash of requirements.lock), so a second call only verifies.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PYTHON ?= python3
+
+# A project-local Airflow: its SQLite metadata database, logs and config live in .airflow/.
+export AIRFLOW_HOME := $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help setup demo test lint format lab airflow airflow-stop bench lock clean distclean
+
+help: ## list the targets
+	@echo "MLOps Foundations workbook"
+	@echo
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: ## create .venv from the lock file, register the kernel, provision MNIST
+	@PYTHON=$(PYTHON) scripts/setup.sh
+
+demo: setup ## run the course end to end on the embedded defaults, then print a summary
+	@$(BIN)/workbook demo
+
+test: setup ## the whole test suite: lint, unit tests, notebooks, DAGs
+	@$(MAKE) --no-print-directory lint
+	@$(BIN)/pytest
+
+lint: ## ruff lint and format check (notebooks and DAGs included)
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+format: ## apply ruff's formatting and safe fixes
+	@$(BIN)/ruff check --fix .
+	@$(BIN)/ruff format .
+
+lab: setup ## JupyterLab on 127.0.0.1, opened at the course notebooks
+	@scripts/lab.sh
+
+airflow: setup ## the Airflow UI on http://127.0.0.1:8080 (api-server, scheduler, dag-processor)
+	@scripts/airflow.sh start
+
+airflow-stop: ## stop exactly the Airflow processes `make airflow` started
+	@scripts/airflow.sh stop
+
+bench: setup ## speed benchmarks (not tests): training and DAG parse times
+	@$(BIN)/workbook bench
+
+lock: ## re-resolve the environment from pyproject.toml into requirements.lock
+	@scripts/lock.sh
+
+clean: airflow-stop ## remove runs, Airflow's home and caches (keeps .venv and data/)
+	rm -rf runs registry .airflow artifacts .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+
+distclean: clean ## also remove .venv and data/ (the next make sets everything up again)
+	rm -rf $(VENV) data

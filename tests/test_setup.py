@@ -1,0 +1,34 @@
+"""Set-up is idempotent: a second call notices nothing changed and installs nothing."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+
+@pytest.mark.slow
+def test_second_setup_is_a_no_op(repo):
+    venv = repo / ".venv"
+    stamp = venv / ".workbook-setup"
+    assert stamp.is_file(), "set-up runs before the tests and leaves its stamp"
+    site = next((venv / "lib").glob("python3.*/site-packages"))
+    before = (stamp.read_text(), stamp.stat().st_mtime_ns, site.stat().st_mtime_ns)
+    done = subprocess.run(["bash", "scripts/setup.sh"], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "environment up to date" in done.stdout
+    assert "verified by sha256" in done.stdout
+    assert "installing" not in done.stdout
+    assert (stamp.read_text(), stamp.stat().st_mtime_ns, site.stat().st_mtime_ns) == before
+    kernel = venv / "share" / "jupyter" / "kernels" / "mlops-workbook" / "kernel.json"
+    assert str(venv / "bin" / "python") in kernel.read_text()
+
+
+def test_stamp_is_the_lock_hash(repo):
+    """The stamp is keyed on requirements.lock + pyproject.toml, so editing either re-installs."""
+    import hashlib
+
+    want = hashlib.sha256(
+        (repo / "requirements.lock").read_bytes() + (repo / "pyproject.toml").read_bytes()
+    ).hexdigest()
+    assert (repo / ".venv" / ".workbook-setup").read_text().strip() == want
