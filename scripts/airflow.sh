@@ -36,15 +36,20 @@ stop() {
             any=1
         fi
     done
+    # Wait (up to 20 s) until every process in those groups, workers included, has exited.
     for _ in $(seq 1 40); do
         alive=0
-        for proc in "${PROCS[@]}"; do is_ours "$PIDS/$proc.pid" && alive=1; done
+        for proc in "${PROCS[@]}"; do
+            pid=$(cat "$PIDS/$proc.pid" 2>/dev/null) || continue
+            kill -0 -- "-$pid" 2>/dev/null && alive=1
+        done
         [ $alive = 0 ] && break
         sleep 0.5
     done
     for proc in "${PROCS[@]}"; do
         f="$PIDS/$proc.pid"
-        if is_ours "$f"; then kill -KILL -- "-$(cat "$f")" 2>/dev/null || true; fi
+        pid=$(cat "$f")
+        if kill -0 -- "-$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
         rm -f "$f"
     done
     [ $any = 1 ] && echo "airflow: stopped" || echo "airflow: nothing running"
