@@ -34,9 +34,23 @@ def step_data() -> str:
     return f"4 MNIST files verified by sha256 in {provision.raw_dir(root)}"
 
 
+def step_train() -> str:
+    from shared.config import load_config
+    from shared.train import fit
+
+    result = fit(load_config("configs/default.yaml"))
+    m = result.metrics
+    return (
+        f"{m['model']} ({m['parameters']:,} parameters): test accuracy {m['test']['accuracy']:.2%} "
+        f"after {m['epochs_completed']} epochs, {m['train_seconds']:.1f} s of training; "
+        f"run folder {result.run_dir}"
+    )
+
+
 #: The demo's steps in course order. Later parts of the course add theirs here.
 STEPS: list[tuple[str, Callable[[], str]]] = [
     ("data: provision and verify MNIST", step_data),
+    ("Lab 1.2: train configs/default.yaml", step_train),
 ]
 
 

@@ -1,0 +1,129 @@
+"""Figures for the labs. Each function returns a matplotlib Figure; ``save`` writes one.
+
+Figures are built with the object API (no pyplot state), so they work in notebooks, in
+Airflow tasks and in tests without a display.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+
+
+def sample_grid(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    predictions: torch.Tensor | None = None,
+    rows: int = 4,
+    cols: int = 8,
+    title: str | None = None,
+) -> Figure:
+    """A grid of digits with their labels (and predictions, red where wrong)."""
+    fig = Figure(figsize=(cols * 1.1, rows * 1.25 + (0.4 if title else 0)))
+    n = min(rows * cols, len(images))
+    for i in range(rows * cols):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = images[i].squeeze().float()
+        ax.imshow(img.numpy(), cmap="gray_r")
+        label = int(labels[i])
+        if predictions is None:
+            ax.set_title(str(label), fontsize=10)
+        else:
+            pred = int(predictions[i])
+            ax.set_title(f"{label}→{pred}", fontsize=10, color="black" if pred == label else "red")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
+    """Loss and accuracy per epoch for train and validation, side by side."""
+    fig = Figure(figsize=(10, 3.6))
+    epochs = [h["epoch"] for h in history]
+    for ax, key, label in zip(
+        fig.subplots(1, 2), ("loss", "accuracy"), ("loss", "accuracy"), strict=True
+    ):
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], "s--", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(
+    y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int = 10
+) -> torch.Tensor:
+    """Counts ``[true, predicted]`` as a (C, C) int64 tensor."""
+    idx = y_true.long() * num_classes + y_pred.long()
+    return torch.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def confusion_figure(matrix: torch.Tensor, title: str = "confusion matrix") -> Figure:
+    """The confusion matrix as a heat map with counts; the diagonal is what went right."""
+    fig = Figure(figsize=(5.6, 5))
+    ax = fig.add_subplot()
+    m = matrix.numpy()
+    im = ax.imshow(m, cmap="Blues")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    k = m.shape[0]
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    threshold = m.max() / 2 if m.size else 0
+    for i in range(k):
+        for j in range(k):
+            if m[i, j]:
+                color = "white" if m[i, j] > threshold else "black"
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7, color=color)
+    fig.tight_layout()
+    return fig
+
+
+def compare_runs(runs: Mapping[str, Mapping[str, Any]], metric: str = "val_accuracy") -> Figure:
+    """Several runs' ``metric`` per epoch on one axis, plus their final test accuracy."""
+    fig = Figure(figsize=(10, 3.6))
+    ax_curve, ax_bar = fig.subplots(1, 2)
+    names = list(runs)
+    for name in names:
+        hist = runs[name]["history"]
+        ax_curve.plot([h["epoch"] for h in hist], [h[metric] for h in hist], "o-", label=name)
+    ax_curve.set_xlabel("epoch")
+    ax_curve.set_ylabel(metric.replace("_", " "))
+    ax_curve.grid(alpha=0.3)
+    ax_curve.legend(fontsize=8)
+    accs = [(runs[n].get("test") or {}).get("accuracy", float("nan")) for n in names]
+    bars = ax_bar.barh(names, accs, color="tab:blue")
+    ax_bar.bar_label(bars, labels=[f"{a:.2%}" for a in accs], padding=2, fontsize=8)
+    ax_bar.set_xlabel("test accuracy")
+    finite = [a for a in accs if a == a]
+    if finite:
+        ax_bar.set_xlim(max(0.0, min(finite) - 0.05), 1.0)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, path: str | os.PathLike[str], dpi: int = 110) -> Path:
+    """Write ``fig`` (format from the suffix) atomically; returns the path."""
+    from shared.io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    return path

@@ -1,0 +1,496 @@
+"""Training and evaluation: loops that return metrics, checkpoints that resume exactly.
+
+``fit(config)`` is the one entry point the CLI, the notebooks and the DAGs call. It writes a
+run folder ``<output.root>/<name>-<config hash>/`` holding
+
+* ``config.yaml``       the resolved config (every value, defaults included)
+* ``checkpoint.pt``     model, optimizer, scheduler, epoch, RNG states, config, metrics, versions
+* ``metrics.json``      per-epoch loss/accuracy for train and validation, test accuracy, times
+* ``environment.json``  library versions, code version, device, threads
+
+The same resolved config on the same machine gives identical weights and metrics; a run
+stopped after epoch k and resumed from its checkpoint ends exactly where an uninterrupted
+run ends. Under ``torchrun --nproc-per-node=N`` the same function trains with
+DistributedDataParallel (gloo on CPU); rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared import paths
+from shared.config import Config, TrainingConfig, save_config
+from shared.io import atomic_path, atomic_write_json
+
+CHECKPOINT_FORMAT = 1
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit choice must be available."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if preference == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if preference == "cuda" and not cuda:
+        raise RuntimeError("training.device: 'cuda' requested but no CUDA GPU is available")
+    if preference == "mps" and not mps:
+        raise RuntimeError("training.device: 'mps' requested but Apple MPS is not available")
+    return torch.device(preference)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python and torch (CPU and CUDA); the workbook draws no numpy randomness."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    # Same config -> same weights. warn_only: a few CUDA kernels have no deterministic
+    # version; on CPU every op we use is deterministic.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
+    params, lr, wd = model.parameters(), cfg.learning_rate, cfg.weight_decay
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=wd)
+    if cfg.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")  # unreachable: schema checks
+
+
+@dataclass
+class Schedule:
+    """A learning-rate scheduler and when it steps: after every batch or every epoch."""
+
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    per_batch: bool
+
+    def batch_done(self) -> None:
+        if self.scheduler is not None and self.per_batch:
+            self.scheduler.step()
+
+    def epoch_done(self) -> None:
+        if self.scheduler is not None and not self.per_batch:
+            self.scheduler.step()
+
+
+def make_schedule(
+    optimizer: torch.optim.Optimizer, cfg: TrainingConfig, steps_per_epoch: int
+) -> Schedule:
+    total = cfg.epochs * steps_per_epoch
+    if cfg.scheduler == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.learning_rate, total_steps=total
+        )
+        return Schedule(sched, per_batch=True)
+    if cfg.scheduler == "cosine":
+        return Schedule(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), True)
+    if cfg.scheduler == "step":
+        return Schedule(
+            torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=cfg.step_gamma), False
+        )
+    return Schedule(None, per_batch=False)
+
+
+# --------------------------------------------------------------------------- loops
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    schedule: Schedule | None = None,
+    progress: bool = False,
+    desc: str = "train",
+    after_step: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """One pass over ``batches``; returns mean loss, accuracy, sample count and seconds.
+
+    ``after_step(i)``, if given, runs after optimizer step i (the benchmark evaluates there).
+    """
+    from tqdm.auto import tqdm
+
+    model.train()
+    start = time.perf_counter()
+    total_loss, correct, seen = 0.0, 0, 0
+    bar = tqdm(batches, desc=desc, leave=False, disable=not progress, unit="batch")
+    for step, (images, labels) in enumerate(bar):
+        images, labels = images.to(device), labels.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+        loss.backward()
+        optimizer.step()
+        if schedule is not None:
+            schedule.batch_done()
+        n = len(labels)
+        total_loss += loss.item() * n
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += n
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", refresh=False)
+        if after_step is not None:
+            after_step(step)
+    return {
+        "loss": total_loss / max(seen, 1),
+        "accuracy": correct / max(seen, 1),
+        "n": seen,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, device: torch.device) -> dict[str, float]:
+    """Mean loss and accuracy over ``batches``, in eval mode (dropout off), without gradients."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, labels in batches:
+        images, labels = images.to(device), labels.to(device)
+        logits = model(images)
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+    model.train(was_training)
+    return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1), "n": seen}
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device | str = "cpu",
+    batch_size: int = 1000,
+) -> torch.Tensor:
+    """Predicted class for each (normalised) image, in eval mode."""
+    model.eval()
+    out = [
+        model(images[i : i + batch_size].to(device)).argmax(1).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),  # TorchVersion would not load with weights_only
+        "torchvision": str(torchvision.__version__),
+        "numpy": numpy.__version__,
+    }
+
+
+def code_version() -> str:
+    """The git commit of the project (with ``-dirty`` for local edits), or ``unknown``."""
+    root = paths.project_root()
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()  # fmt: skip
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """``torch.save`` through a temporary file, so a crash never leaves half a checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load with ``weights_only=True``: tensors and plain containers only, no code runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path}: checkpoint format {state.get('format')!r}; expected {CHECKPOINT_FORMAT}"
+        )
+    return state
+
+
+def load_model(source: str | os.PathLike[str]) -> tuple[nn.Module, Config]:
+    """A trained model and its config, from a run folder or a checkpoint file."""
+    from shared.config import Config as _Config
+    from shared.model import build_model
+
+    path = Path(source)
+    state = load_checkpoint(path / "checkpoint.pt" if path.is_dir() else path)
+    config = _Config.model_validate(state["config"])
+    model = build_model(config.model)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, config
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> Dist:
+    """Join the process group that torchrun describes through RANK / WORLD_SIZE."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def _all_reduce_sum(values: list[float], dist_info: Dist) -> list[float]:
+    if dist_info.world_size == 1:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+# --------------------------------------------------------------------------- fit
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    model: nn.Module = field(repr=False)
+    completed: bool = True
+    main_process: bool = True  # False on torchrun ranks other than 0, which write nothing
+
+
+def run_dir_for(config: Config) -> Path:
+    """``<output.root>/<name>-<hash>``: the same config always lands in the same folder."""
+    return paths.resolve(config.output.root) / config.run_id()
+
+
+def _batches(split, cfg: Config, shuffle: bool, dist_info: Dist):
+    from shared import data
+
+    kw = {"rank": dist_info.rank, "world_size": dist_info.world_size} if shuffle else {}
+    if cfg.data.loader == "dataloader":
+        return data.dataloader_batches(split, cfg.training.batch_size, shuffle, cfg.seed, **kw)
+    return data.tensor_batches(split, cfg.training.batch_size, shuffle, cfg.seed, **kw)
+
+
+def _set_epoch(batches, epoch: int, seed: int) -> None:
+    """Key each epoch's shuffle on (seed, epoch), so a resumed run sees the same order."""
+    if hasattr(batches, "set_epoch"):  # TensorBatches
+        batches.set_epoch(epoch)
+    elif hasattr(batches.sampler, "set_epoch"):  # DataLoader + DistributedSampler
+        batches.sampler.set_epoch(epoch)
+    elif batches.generator is not None:  # DataLoader shuffling with its own generator
+        batches.generator.manual_seed(seed + epoch)
+
+
+def fit(
+    config: Config,
+    run_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    stop_after_epoch: int | None = None,
+    progress: bool | None = None,
+    log=print,
+) -> RunResult:
+    """Train ``config`` to the end (or to ``stop_after_epoch``), writing the run folder.
+
+    Args:
+        config: a validated Config (``load_config``).
+        run_dir: where to write; default ``run_dir_for(config)``.
+        resume: continue from ``run_dir/checkpoint.pt``; its config hash must match.
+        stop_after_epoch: stop after this many epochs, as an interrupted run would.
+        progress: tqdm bars; default ``config.training.progress``.
+    Returns:
+        RunResult with the run folder, the metrics dict and the trained model.
+    """
+    from shared import data
+    from shared.model import build_model, count_parameters
+
+    run_dir = Path(run_dir) if run_dir is not None else run_dir_for(config)
+    show = config.training.progress if progress is None else progress
+    device = select_device(config.training.device)
+    dist_info = _init_distributed(device)
+    show = show and dist_info.is_main
+    say = log if dist_info.is_main else (lambda *_: None)
+
+    seed_everything(config.seed)
+    splits = data.load_splits(
+        paths.resolve(config.data.root), config.data.val_fraction, config.seed, config.data.subset
+    )
+    train_batches = _batches(splits.train, config, shuffle=True, dist_info=dist_info)
+    val_batches = _batches(splits.val, config, shuffle=False, dist_info=dist_info)
+    test_batches = _batches(splits.test, config, shuffle=False, dist_info=dist_info)
+
+    model = build_model(config.model).to(device)
+    optimizer = make_optimizer(model, config.training)
+    schedule = make_schedule(optimizer, config.training, len(train_batches))
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+
+    if resume:
+        state = load_checkpoint(run_dir / "checkpoint.pt")
+        if state["config_hash"] != config.hash():
+            raise ValueError(
+                f"{run_dir}: checkpoint was made with config hash {state['config_hash']}, "
+                f"this config is {config.hash()}; resume needs the same config"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if schedule.scheduler is not None:
+            schedule.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        history, start_epoch = list(state["history"]), int(state["epoch"])
+        say(f"resuming {run_dir.name} after epoch {start_epoch}")
+
+    train_model: nn.Module = model
+    if dist_info.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model)
+
+    n_params = count_parameters(model)
+    if dist_info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+        atomic_write_json(run_dir / "environment.json", {
+            "versions": library_versions(),
+            "code_version": code_version(),
+            "device": str(device),
+            "torch_threads": torch.get_num_threads(),
+            "world_size": dist_info.world_size,
+            "platform": platform.platform(),
+        })  # fmt: skip
+    say(
+        f"run {run_dir.name}: {config.model.name} ({n_params:,} parameters) on {device}, "
+        f"{len(splits.train):,} train / {len(splits.val):,} val / {len(splits.test):,} test images"
+        + (f", {dist_info.world_size} processes" if dist_info.world_size > 1 else "")
+    )
+
+    def metrics_dict(completed: bool, test: dict[str, float] | None) -> dict[str, Any]:
+        return {
+            "run_id": run_dir.name,
+            "config_hash": config.hash(),
+            "model": config.model.name,
+            "parameters": n_params,
+            "device": str(device),
+            "world_size": dist_info.world_size,
+            "epochs_completed": len(history),
+            "completed": completed,
+            "history": history,
+            "train_seconds": sum(h["seconds"] for h in history),
+            "test": test,
+        }
+
+    last = (
+        config.training.epochs
+        if stop_after_epoch is None
+        else min(stop_after_epoch, config.training.epochs)
+    )
+    for epoch in range(start_epoch, last):
+        _set_epoch(train_batches, epoch, config.seed)
+        tr = train_one_epoch(
+            train_model, train_batches, optimizer, device, schedule, show,
+            desc=f"epoch {epoch + 1}/{config.training.epochs}",
+        )  # fmt: skip
+        schedule.epoch_done()
+        loss_sum, correct, n = _all_reduce_sum(
+            [tr["loss"] * tr["n"], tr["accuracy"] * tr["n"], tr["n"]], dist_info
+        )
+        val = evaluate(model, val_batches, device)
+        history.append({
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / n,
+            "train_accuracy": correct / n,
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "seconds": tr["seconds"],
+            "lr": optimizer.param_groups[0]["lr"],
+        })  # fmt: skip
+        h = history[-1]
+        say(
+            f"epoch {epoch + 1}/{config.training.epochs}: train loss {h['train_loss']:.4f} "
+            f"acc {h['train_accuracy']:.2%} | val loss {h['val_loss']:.4f} "
+            f"acc {h['val_accuracy']:.2%} | {h['seconds']:.1f} s"
+        )
+        if dist_info.is_main:
+            save_checkpoint(run_dir / "checkpoint.pt", {
+                "format": CHECKPOINT_FORMAT,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": schedule.scheduler.state_dict() if schedule.scheduler else None,
+                "epoch": epoch + 1,
+                "rng": _rng_state(),
+                "config": config.to_dict(),
+                "config_hash": config.hash(),
+                "history": history,
+                "versions": library_versions(),
+            })  # fmt: skip
+            atomic_write_json(run_dir / "metrics.json", metrics_dict(False, None))
+
+    completed = len(history) >= config.training.epochs
+    test = evaluate(model, test_batches, device) if completed else None
+    metrics = metrics_dict(completed, test)
+    if dist_info.is_main:
+        atomic_write_json(run_dir / "metrics.json", metrics)
+    if test is not None:
+        say(f"test accuracy {test['accuracy']:.2%} (loss {test['loss']:.4f}); run folder {run_dir}")
+    if dist_info.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return RunResult(run_dir, metrics, model, completed, dist_info.is_main)

@@ -1,0 +1,69 @@
+"""The workbook CLI end to end, as a learner types it: exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def workbook(*args, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True, **kw
+    )
+
+
+def test_help_lists_the_commands():
+    out = workbook("--help")
+    assert out.returncode == 0
+    for cmd in ("data", "config", "train", "bench", "demo"):
+        assert cmd in out.stdout
+
+
+def test_no_command_is_bad_usage():
+    assert workbook().returncode == 2
+
+
+def test_train_smoke_then_resume_a_finished_run(tmp_path):
+    done = workbook("train", "--config", "configs/smoke.yaml", "--set", f"output.root={tmp_path}")
+    assert done.returncode == 0, done.stderr
+    (run_dir,) = tmp_path.iterdir()
+    assert f"run {run_dir}" in done.stdout and "test accuracy 0." in done.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    again = workbook("train", "--config", "configs/smoke.yaml", "--set", f"output.root={tmp_path}",
+                     "--resume", str(run_dir))  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert json.loads((run_dir / "metrics.json").read_text())["test"] == metrics["test"]
+
+
+def test_resume_without_checkpoint_is_bad_usage(tmp_path):
+    out = workbook("train", "--config", "configs/smoke.yaml", "--resume", str(tmp_path))
+    assert out.returncode == 2 and "no checkpoint.pt" in out.stderr
+
+
+def test_train_on_missing_data_fails_with_exit_1(tmp_path):
+    out = workbook("train", "--config", "configs/smoke.yaml", "--set", f"data.root={tmp_path}",
+                   "--set", f"output.root={tmp_path / 'runs'}")  # fmt: skip
+    assert out.returncode == 1 and "workbook data fetch" in out.stderr
+
+
+@pytest.mark.usefixtures("mnist_root")
+def test_data_validate_reports_json():
+    out = workbook("data", "validate")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["ok"] and report["test"]["class_counts"][1] == 1135
+
+
+def test_data_validate_on_damaged_files_exits_1(tmp_path, mnist_root):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (mnist_root / "MNIST" / "raw").iterdir():
+        (raw / f.name).write_bytes(f.read_bytes())
+    labels = raw / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-1] + b"\x07")
+    out = workbook("data", "validate", "--root", str(tmp_path))
+    assert out.returncode == 1
+    assert "t10k-labels-idx1-ubyte: sha256" in out.stderr
