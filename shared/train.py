@@ -346,6 +346,7 @@ def fit(
     stop_after_epoch: int | None = None,
     progress: bool | None = None,
     log=print,
+    splits=None,
 ) -> RunResult:
     """Train ``config`` to the end (or to ``stop_after_epoch``), writing the run folder.
 
@@ -355,6 +356,8 @@ def fit(
         resume: continue from ``run_dir/checkpoint.pt``; its config hash must match.
         stop_after_epoch: stop after this many epochs, as an interrupted run would.
         progress: tqdm bars; default ``config.training.progress``.
+        splits: data.MNISTSplits to train on instead of loading ``config.data.root``
+            (the Airflow pipeline passes the day's partition).
     Returns:
         RunResult with the run folder, the metrics dict and the trained model.
     """
@@ -369,9 +372,13 @@ def fit(
     say = log if dist_info.is_main else (lambda *_: None)
 
     seed_everything(config.seed)
-    splits = data.load_splits(
-        paths.resolve(config.data.root), config.data.val_fraction, config.seed, config.data.subset
-    )
+    if splits is None:
+        splits = data.load_splits(
+            paths.resolve(config.data.root),
+            config.data.val_fraction,
+            config.seed,
+            config.data.subset,
+        )
     train_batches = _batches(splits.train, config, shuffle=True, dist_info=dist_info)
     val_batches = _batches(splits.val, config, shuffle=False, dist_info=dist_info)
     test_batches = _batches(splits.test, config, shuffle=False, dist_info=dist_info)

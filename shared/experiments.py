@@ -1,0 +1,122 @@
+"""Experiments: run a parameterised notebook with papermill, compare the runs it produced.
+
+Used by ``workbook run``, by Lab 1.3 and by the ``notebook_experiments`` DAG, so the three
+run notebooks and compare results the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.io import atomic_write_text
+from shared.notebooks import KERNEL_NAME
+
+#: Columns of the comparison table, in order.
+COLUMNS = [
+    "name", "model", "learning_rate", "batch_size", "epochs",
+    "val_accuracy", "test_accuracy", "train_seconds", "config_hash",
+]  # fmt: skip
+
+
+def run_notebook(
+    notebook: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    parameters: dict[str, Any],
+    kernel_name: str = KERNEL_NAME,
+    timeout: int = 600,
+    log_output: bool = False,
+    cwd: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Execute ``notebook`` with papermill into ``output`` (atomically); returns ``output``.
+
+    ``kernel_name`` is explicit so the project's interpreter runs it wherever papermill is
+    called from; ``timeout`` bounds each cell, so a hung kernel fails instead of stalling.
+    A failed run still leaves the executed notebook (with the error) at ``output``, which is
+    where a learner or an Airflow log points to look.
+    """
+    import papermill
+
+    from shared.io import atomic_path
+
+    notebook, output = Path(notebook), Path(output)
+    if not notebook.is_file():
+        raise FileNotFoundError(f"{notebook}: no such notebook")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output) as tmp:
+        tmp_nb = tmp.with_suffix(".ipynb")
+        try:
+            papermill.execute_notebook(
+                str(notebook),
+                str(tmp_nb),
+                parameters=parameters,
+                kernel_name=kernel_name,
+                execution_timeout=timeout,
+                log_output=log_output,
+                progress_bar=False,
+                cwd=str(cwd or notebook.parent),
+            )
+        except Exception:
+            if tmp_nb.exists():
+                os.replace(tmp_nb, output)  # keep the evidence
+            raise
+        os.replace(tmp_nb, tmp)
+    return output
+
+
+def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """One comparison row from a run folder's config.yaml and metrics.json."""
+    from shared.config import load_config
+
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    cfg = load_config(run_dir / "config.yaml")
+    last = metrics["history"][-1] if metrics["history"] else {}
+    return {
+        "name": cfg.output.name,
+        "model": cfg.model.name,
+        "learning_rate": cfg.training.learning_rate,
+        "batch_size": cfg.training.batch_size,
+        "epochs": metrics["epochs_completed"],
+        "val_accuracy": round(last.get("val_accuracy", float("nan")), 4),
+        "test_accuracy": round((metrics.get("test") or {}).get("accuracy", float("nan")), 4),
+        "train_seconds": round(metrics["train_seconds"], 1),
+        "config_hash": metrics["config_hash"],
+    }
+
+
+def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare(
+    run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]
+) -> dict[str, str]:
+    """Write comparison.csv, comparison.md and comparison.png for ``run_dirs`` into ``out_dir``.
+
+    Rows are sorted by test accuracy, best first. Returns the three paths.
+    """
+    from shared import plots
+
+    out = Path(out_dir)
+    rows = sorted((summarize_run(d) for d in run_dirs), key=lambda r: -r["test_accuracy"])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "comparison.csv", buf.getvalue())
+    atomic_write_text(out / "comparison.md", to_markdown(rows))
+    runs = {
+        summarize_run(d)["name"]: json.loads((Path(d) / "metrics.json").read_text())
+        for d in run_dirs
+    }
+    plots.save(plots.compare_runs(runs), out / "comparison.png")
+    return {k: str(out / f"comparison.{k}") for k in ("csv", "md", "png")}

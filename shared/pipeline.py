@@ -1,0 +1,190 @@
+"""The MNIST training pipeline's steps, as plain functions the DAG's tasks wrap.
+
+ingest -> validate -> train -> evaluate -> register. Each step takes explicit paths and a
+partition date (``ds``), writes only under its own date-partitioned, run-scoped folder, and
+returns a path or a small dict (what XCom should carry: never the data itself). Rerunning
+a date replaces that date's outputs, so a retry or a rerun leaves no duplicates.
+
+Layout (all relative to the project root unless paths are given):
+
+    data/raw/<ds>/                  the day's images and labels + manifest.json (ingest)
+    data/processed/<ds>/            validation report (validate)
+    runs/pipeline/<ds>/<run id>/    config, checkpoint, metrics (train), evaluation.json (evaluate)
+    registry/mnist/<ds>-<hash>/     registered model: checkpoint + config + metrics (register)
+    registry/mnist/best.json        pointer to the best registered version so far
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.io import atomic_directory, atomic_write_json
+
+
+def ingest(
+    ds: str, data_root: str | os.PathLike[str], subset: int | None = None, seed: int = 0
+) -> str:
+    """Provision MNIST (a no-op when verified) and write the day's raw partition.
+
+    ``subset`` keeps a class-balanced sample (smoke runs); None keeps all 70,000 images.
+    Returns the partition folder.
+    """
+    from shared import data, provision
+
+    root = Path(data_root)
+    provision.fetch(root)
+    train = data.load_split(root, train=True, verify=False)
+    test = data.load_split(root, train=False, verify=False)
+    if subset is not None:
+        train = data.balanced_subset(train, subset, seed)
+        test = data.balanced_subset(test, min(len(test), max(10, subset // 5)), seed)
+    arrays = {
+        "train_images": train.images.numpy(),
+        "train_labels": train.labels.numpy().astype(np.uint8),
+        "test_images": test.images.numpy(),
+        "test_labels": test.labels.numpy().astype(np.uint8),
+    }
+    sources = {
+        n: provision.sha256_file(provision.raw_dir(root) / n) for n in provision.OFFICIAL_SHA256
+    }
+    folder = data.write_partition(
+        "raw", ds, root, arrays, {"subset": subset, "seed": seed, "sources": sources}
+    )
+    return str(folder)
+
+
+def validate(ds: str, data_root: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check the day's partition (digests, shapes, dtype, labels, balance); raise on failure.
+
+    The report is written to ``data/processed/<ds>/validation.json`` and returned.
+    """
+    from shared import data
+
+    arrays = data.read_partition("raw", ds, data_root)  # raises on a digest mismatch
+    report = {"ds": ds, "ok": True}
+    for split in ("train", "test"):
+        try:
+            report[split] = data.validate(arrays[f"{split}_images"], arrays[f"{split}_labels"])
+        except data.DataValidationError as exc:
+            raise data.DataValidationError(
+                f"partition data/raw/{ds}: {split} split: {exc}", exc.report
+            ) from None
+    target = data.partition_dir("processed", ds, data_root)
+    with atomic_directory(target) as tmp:
+        (tmp / "validation.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return {"ok": True, "train": report["train"]["n"], "test": report["test"]["n"]}
+
+
+def _splits_from_partition(ds: str, data_root, val_fraction: float, seed: int):
+    import torch
+
+    from shared import data
+
+    arrays = data.read_partition("raw", ds, data_root)
+
+    def split(name: str) -> data.Split:
+        return data.Split(
+            torch.from_numpy(arrays[f"{name}_images"]),
+            torch.from_numpy(arrays[f"{name}_labels"].astype(np.int64)),
+        )
+
+    train, val = data.train_val_split(split("train"), val_fraction, seed)
+    return data.MNISTSplits(train, val, split("test"))
+
+
+def train(
+    ds: str,
+    config_path: str,
+    data_root: str | os.PathLike[str],
+    runs_root: str | os.PathLike[str],
+    overrides: list[str] | None = None,
+) -> str:
+    """Train the config on the day's partition; returns the run folder.
+
+    The run lands in ``<runs_root>/pipeline/<ds>/<name>-<hash>/``: a rerun of the same day and
+    config replaces it.
+    """
+    from shared.config import load_config
+    from shared.train import fit
+
+    config = load_config(config_path, [*(overrides or []), "training.progress=false"])
+    splits = _splits_from_partition(ds, data_root, config.data.val_fraction, config.seed)
+    run_dir = Path(runs_root) / "pipeline" / ds / config.run_id()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # idempotent: a rerun starts from nothing, never mixes attempts
+    result = fit(config, run_dir=run_dir, splits=splits, progress=False)
+    return str(result.run_dir)
+
+
+def evaluate(
+    run_dir: str | os.PathLike[str], ds: str, data_root: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """Evaluate the trained model on the partition's test split; writes evaluation.json."""
+    import torch
+
+    from shared import data
+    from shared.train import evaluate as evaluate_model
+    from shared.train import load_model
+
+    run_dir = Path(run_dir)
+    model, config = load_model(run_dir)
+    arrays = data.read_partition("raw", ds, data_root)
+    test = data.Split(
+        torch.from_numpy(arrays["test_images"]),
+        torch.from_numpy(arrays["test_labels"].astype(np.int64)),
+    )
+    result = evaluate_model(model, data.tensor_batches(test, 1000, False, 0), torch.device("cpu"))
+    metrics = {
+        "ds": ds,
+        "run_dir": str(run_dir),
+        "config_hash": config.hash(),
+        "test_accuracy": result["accuracy"],
+        "test_loss": result["loss"],
+        "n": result["n"],
+    }
+    atomic_write_json(run_dir / "evaluation.json", metrics)
+    return metrics
+
+
+def register(
+    run_dir: str | os.PathLike[str], metrics: dict[str, Any], registry_root: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """Copy the run into the registry; point ``best.json`` at it only if it beats the best.
+
+    Returns ``{"version", "path", "accuracy", "is_best", "best"}``.
+    """
+    run_dir, registry = Path(run_dir), Path(registry_root) / "mnist"
+    version = f"{metrics['ds']}-{metrics['config_hash']}"
+    target = registry / version
+    with atomic_directory(target) as tmp:
+        for name in ("checkpoint.pt", "config.yaml", "metrics.json", "evaluation.json"):
+            shutil.copy2(run_dir / name, tmp / name)
+        (tmp / "registration.json").write_text(
+            json.dumps(
+                {"version": version, "source_run": str(run_dir), **metrics},
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n"
+        )
+    best_path = registry / "best.json"
+    best = json.loads(best_path.read_text()) if best_path.is_file() else None
+    accuracy = float(metrics["test_accuracy"])
+    # Strictly better only: a rerun that ties the current best leaves the pointer alone.
+    is_best = best is None or accuracy > float(best["accuracy"]) or best["version"] == version
+    if is_best:
+        best = {"version": version, "path": str(target), "accuracy": accuracy, "ds": metrics["ds"]}
+        atomic_write_json(best_path, best)
+    return {
+        "version": version,
+        "path": str(target),
+        "accuracy": accuracy,
+        "is_best": is_best,
+        "best": best,
+    }

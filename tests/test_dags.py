@@ -1,0 +1,244 @@
+"""The DAGs, tested with Airflow's own tools: DagBag, structure, conventions, dag.test()."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+DS = "2024-01-01"
+LOGICAL_DATE = datetime(2024, 1, 1, tzinfo=UTC)
+SMOKE = {"config_path": "configs/smoke.yaml", "subset": 1200}
+
+EXPECTED_STRUCTURE = {
+    "lab1_1_first_dag": {
+        "make_numbers": {"summarize"},
+        "announce": {"summarize"},
+        "summarize": set(),
+    },
+    "mnist_training_pipeline": {
+        "ingest": {"validate"},
+        "validate": {"train"},
+        "train": {"evaluate", "register"},
+        "evaluate": {"register"},
+        "register": set(),
+    },
+    "notebook_experiments": {
+        "list_configs": {"run_notebook"},
+        "run_notebook": {"compare"},
+        "compare": set(),
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils import db
+
+    db.initdb()  # the embedded SQLite database in the session's temporary AIRFLOW_HOME
+    return DagBag(str(REPO / "dags"))
+
+
+def run(dagbag, dag_id, conf=None, **kw):
+    """dag.test() for one logical date; returns {task_id: (state, try_number)} and the run."""
+    dr = dagbag.get_dag(dag_id).test(logical_date=LOGICAL_DATE, run_conf=conf, **kw)
+    states = {}
+    for ti in dr.get_task_instances():
+        key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+        states[key] = (str(ti.state), ti.try_number)
+    return states, dr
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+# --------------------------------------------------------------------------- integrity
+
+
+def test_dag_folder_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert sorted(dagbag.dag_ids) == sorted(EXPECTED_STRUCTURE)
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_STRUCTURE))
+def test_structure(dagbag, dag_id):
+    dag = dagbag.get_dag(dag_id)
+    assert {t.task_id: set(t.downstream_task_ids) for t in dag.tasks} == EXPECTED_STRUCTURE[dag_id]
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_conventions(dagbag, path):
+    dag = dagbag.get_dag(path.stem)
+    assert dag is not None, f"{path.name}: file name must equal the dag_id"
+    assert dag.tags and "phase1" in dag.tags
+    assert dag.catchup is False
+    assert dag.doc_md and len(dag.doc_md) > 200, "doc_md explains the DAG to a learner"
+    for t in dag.tasks:
+        assert t.owner == "mlops-course", t.task_id
+        assert t.retries >= 1 and t.retry_delay >= timedelta(seconds=10), t.task_id
+    source = path.read_text()
+    assert "airflow.decorators" not in source and "airflow.operators." not in source
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_top_level_imports_nothing_heavy(path):
+    probe = f"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("dagfile", {str(path)!r})
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+heavy = ["torch", "torchvision", "papermill", "matplotlib", "shared.train", "shared.data"]
+print(json.dumps([m for m in heavy if m in sys.modules]))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@pytest.mark.slow
+def test_lab1_1_runs_and_is_idempotent(dagbag, sandbox):
+    states, _ = run(dagbag, "lab1_1_first_dag")
+    assert states == {t: ("success", 1) for t in ("make_numbers", "announce", "summarize")}
+    raw = sandbox / "data" / "lab1_1" / "raw" / DS / "numbers.json"
+    summary = json.loads(
+        (sandbox / "data" / "lab1_1" / "processed" / DS / "summary.json").read_text()
+    )
+    numbers = json.loads(raw.read_text())["numbers"]
+    assert summary == {"ds": DS, "count": 10, "total": sum(numbers), "max": max(numbers)}
+    before = digests(sandbox / "data" / "lab1_1")
+    states, _ = run(dagbag, "lab1_1_first_dag")
+    assert all(s == "success" for s, _ in states.values())
+    assert digests(sandbox / "data" / "lab1_1") == before, "same day, same files, no extras"
+
+
+@pytest.mark.slow
+def test_training_pipeline_end_to_end_and_idempotent(dagbag, sandbox):
+    states, dr = run(dagbag, "mnist_training_pipeline", SMOKE)
+    assert states == {t: ("success", 1) for t in EXPECTED_STRUCTURE["mnist_training_pipeline"]}
+    partition = sandbox / "data" / "raw" / DS
+    assert sorted(p.name for p in partition.iterdir()) == [
+        "manifest.json", "test_images.npy", "test_labels.npy", "train_images.npy", "train_labels.npy",
+    ]  # fmt: skip
+    assert (sandbox / "data" / "processed" / DS / "validation.json").is_file()
+    (run_dir,) = (sandbox / "runs" / "pipeline" / DS).iterdir()
+    assert {"checkpoint.pt", "config.yaml", "metrics.json", "evaluation.json"} <= {
+        p.name for p in run_dir.iterdir()
+    }
+    registry = sandbox / "registry" / "mnist"
+    best = json.loads((registry / "best.json").read_text())
+    (version,) = [p.name for p in registry.iterdir() if p.is_dir()]
+    assert best["version"] == version == f"{DS}-{run_dir.name.split('-')[-1]}"
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert best["accuracy"] == evaluation["test_accuracy"] > 0.5
+    # XCom carries paths and small metrics, never data
+    ti = dr.get_task_instance("evaluate")
+    assert ti.xcom_pull(task_ids="train") == str(run_dir)
+
+    # Rerun the same logical date: same data, same model, nothing duplicated.
+    before = {
+        "partition": digests(partition),
+        "runs": sorted(p.name for p in (sandbox / "runs").rglob("*")),
+        "registry": sorted(p.name for p in registry.rglob("*")),
+        "best": best,
+    }
+    states, _ = run(dagbag, "mnist_training_pipeline", SMOKE)
+    assert all(s == "success" for s, _ in states.values())
+    assert digests(partition) == before["partition"]
+    assert sorted(p.name for p in (sandbox / "runs").rglob("*")) == before["runs"]
+    assert sorted(p.name for p in registry.rglob("*")) == before["registry"]
+    assert json.loads((registry / "best.json").read_text()) == before["best"]
+
+
+@pytest.mark.slow
+def test_register_moves_best_only_when_beaten(tmp_path, sandbox):
+    from shared import pipeline
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("checkpoint.pt", "config.yaml", "metrics.json", "evaluation.json"):
+        (run_dir / name).write_text(name)
+    reg = tmp_path / "registry"
+    first = pipeline.register(run_dir, {"ds": DS, "config_hash": "a", "test_accuracy": 0.9}, reg)
+    worse = pipeline.register(run_dir, {"ds": DS, "config_hash": "b", "test_accuracy": 0.8}, reg)
+    better = pipeline.register(run_dir, {"ds": DS, "config_hash": "c", "test_accuracy": 0.95}, reg)
+    assert first["is_best"] and not worse["is_best"] and better["is_best"]
+    assert json.loads((reg / "mnist" / "best.json").read_text())["version"] == f"{DS}-c"
+    assert sorted(p.name for p in (reg / "mnist").iterdir()) == [
+        f"{DS}-a", f"{DS}-b", f"{DS}-c", "best.json",
+    ]  # fmt: skip
+
+
+def write_bad_partition(sandbox: Path, kind: str) -> None:
+    from shared import data
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10, dtype=np.uint8), 20)
+    if kind == "labels":
+        labels[:5] = 11  # a label that cannot be a digit
+    arrays = {
+        "train_images": rng.integers(0, 256, (200, 28, 28), dtype=np.uint8),
+        "train_labels": labels,
+        "test_images": rng.integers(0, 256, (200, 28, 28), dtype=np.uint8),
+        "test_labels": np.repeat(np.arange(10, dtype=np.uint8), 20),
+    }
+    folder = data.write_partition("raw", DS, sandbox / "data", arrays)
+    if kind == "digest":
+        f = folder / "train_labels.npy"
+        f.write_bytes(f.read_bytes()[:-1] + b"\x03")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("digest", "differs from the manifest"),
+        ("labels", "labels must be integers 0-9; found 0..11"),
+    ],
+)
+def test_bad_partition_stops_the_run_at_validate(dagbag, sandbox, capfd, kind, message):
+    write_bad_partition(sandbox, kind)
+    # ingest is marked successful without running, so the corrupted partition is what validate sees
+    states, dr = run(dagbag, "mnist_training_pipeline", SMOKE, mark_success_pattern="^ingest$")
+    assert states["validate"] == ("failed", 1), "bad data fails at once: no retries"
+    for task in ("train", "evaluate", "register"):
+        assert states[task][0] == "upstream_failed", task
+    assert not (sandbox / "runs").exists() and not (sandbox / "registry").exists()
+    captured = capfd.readouterr()
+    task_log = captured.out + captured.err
+    assert f"data validation failed for {DS}" in task_log and message in task_log
+    assert str(dr.state) == "failed"
+
+
+@pytest.mark.slow
+def test_transient_failure_succeeds_on_retry(dagbag, sandbox, monkeypatch):
+    from shared import pipeline
+
+    real, calls = pipeline.ingest, []
+
+    def flaky_ingest(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("object store unavailable (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "ingest", flaky_ingest)
+    dag = dagbag.get_dag("mnist_training_pipeline")
+    monkeypatch.setattr(dag.get_task("ingest"), "retry_delay", timedelta(0))
+    states, _ = run(dagbag, "mnist_training_pipeline", SMOKE)
+    assert states["ingest"] == ("success", 2), "failed once, succeeded on the retry"
+    assert states["register"][0] == "success" and len(calls) == 2
