@@ -24,8 +24,13 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
-# The stamp holds the hash of everything that decides what is installed.
-want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+# The stamp holds the hash of what decides what is installed: the lock file and pyproject's
+# [project] table (dependencies, console scripts); tool settings such as ruff's do not count.
+project_table() {
+    "$VENV/bin/python" -c 'import json, tomllib
+print(json.dumps(tomllib.load(open("pyproject.toml", "rb"))["project"], sort_keys=True))'
+}
+want=$( { cat requirements.lock; project_table; } | sha256sum | cut -d' ' -f1)
 have=$(cat "$STAMP" 2>/dev/null || true)
 if [ "$want" != "$have" ]; then
     echo "set-up: installing the locked environment (requirements.lock ${want:0:12})"

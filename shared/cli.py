@@ -111,6 +111,78 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_labs(args: argparse.Namespace) -> int:
+    from shared import labs, paths
+
+    root = paths.project_root()
+    problems = labs.build(root / "solutions", root / "labs", write=args.labs_command == "build")
+    for p in problems:
+        print(f"workbook labs {args.labs_command}: {p}", file=sys.stderr)
+    if problems:
+        return EXIT_FAIL
+    n = len(labs.solution_files(root / "solutions"))
+    verb = "generated" if args.labs_command == "build" else "up to date with their solutions"
+    print(f"{n} labs {verb} in {root / 'labs'}")
+    return EXIT_OK
+
+
+def _parse_params(pairs: Sequence[Sequence[str]]) -> dict:
+    from shared.config import parse_override
+
+    return {name: parse_override(f"{name}={value}")[1] for name, value in pairs}
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from shared import experiments, paths
+    from shared.config import ConfigError
+
+    nb = Path(args.notebook)
+    if not nb.is_file():
+        print(f"workbook run: {nb}: no such notebook", file=sys.stderr)
+        return EXIT_USAGE
+    params = {}
+    if args.config:
+        if _load_configs([args.config], []) is None:
+            return EXIT_USAGE
+        params["config_path"] = args.config
+    try:
+        params.update(_parse_params(args.param))
+    except ConfigError as exc:
+        print(f"workbook run: -p: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    stem = Path(args.config).stem if args.config else "run"
+    out = (
+        Path(args.output)
+        if args.output
+        else paths.runs_root() / "notebooks" / f"{nb.stem}-{stem}.ipynb"
+    )
+    try:
+        experiments.run_notebook(
+            nb.resolve(), out, params, timeout=args.timeout, log_output=args.log_output
+        )
+    except Exception as exc:  # papermill's PapermillExecutionError names the failing cell
+        print(
+            f"workbook run: {nb} failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}",
+            file=sys.stderr,
+        )
+        print(f"workbook run: the executed notebook, with the error, is {out}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"executed {nb} -> {out}")
+    return EXIT_OK
+
+
+def _cmd_nb_execute(args: argparse.Namespace) -> int:
+    """Re-execute notebooks in place (their own parameters), then clean their metadata."""
+    from shared import experiments, notebooks
+
+    for f in args.files:
+        path = Path(f).resolve()
+        experiments.run_notebook(path, path, {}, timeout=args.timeout)
+        notebooks.clean_file(path)
+        print(f"executed {f}")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from shared import demo
 
@@ -243,6 +315,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="only report; exit 1 if any would change"
     )
     nb_clean.set_defaults(func=_cmd_nb_clean)
+    nb_exec = nb_sub.add_parser(
+        "execute",
+        help="re-run notebooks in place with their own parameters and clean their metadata "
+        "(how the solutions' stored outputs, which nbval checks, are refreshed)",
+    )
+    nb_exec.add_argument("files", nargs="+", help="notebook files")
+    nb_exec.add_argument("--timeout", type=int, default=900, help="seconds per cell (default 900)")
+    nb_exec.set_defaults(func=_cmd_nb_execute)
+
+    labs = sub.add_parser("labs", help="generate the learner labs from the solutions")
+    labs_sub = labs.add_subparsers(dest="labs_command", required=True, metavar="ACTION")
+    labs_sub.add_parser(
+        "build",
+        help="write labs/ from solutions/: solution regions become stubs, outputs are cleared",
+    ).set_defaults(func=_cmd_labs)
+    labs_sub.add_parser(
+        "check",
+        help="regenerate in memory and fail on any difference from labs/ (drift or a leak)",
+    ).set_defaults(func=_cmd_labs)
+
+    run = sub.add_parser(
+        "run",
+        help="execute a notebook with papermill under a config",
+        description="Run NOTEBOOK top to bottom with papermill on the mlops-workbook kernel, "
+        "injecting config_path=FILE and any -p NAME VALUE parameters (VALUE is read as YAML: "
+        "-p overrides '[training.epochs=1]'). The executed copy goes to --output.",
+    )
+    run.add_argument("notebook", metavar="NOTEBOOK")
+    run.add_argument("--config", metavar="FILE", help="injected as the config_path parameter")
+    run.add_argument(
+        "-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE")
+    )
+    run.add_argument(
+        "--output", metavar="PATH", help="default runs/notebooks/<notebook>-<config>.ipynb"
+    )
+    run.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
+    run.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    run.set_defaults(func=_cmd_run)
     return parser
 
 

@@ -22,8 +22,19 @@ KERNELSPEC = {
 _KEEP_CELL_METADATA = {"tags", "editable", "deletable", "nbval-ignore-output"}
 
 
+def _relative_paths(text: str) -> str:
+    """Absolute paths of this checkout in printed output become relative to it ("./...")."""
+    from shared.paths import project_root
+
+    return text.replace(str(project_root()) + "/", "./")
+
+
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Return ``nb`` with machine- and run-specific metadata removed (in place)."""
+    """Return ``nb`` with machine- and run-specific metadata removed (in place).
+
+    Printed absolute paths of the checkout are made relative, so committed outputs say
+    nothing about the machine they were run on.
+    """
     nb.metadata = nbformat.from_dict(
         {
             "kernelspec": dict(KERNELSPEC),
@@ -35,6 +46,11 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             {k: v for k, v in cell.metadata.items() if k in _KEEP_CELL_METADATA and v}
         )
         cell.pop("id", None) if nb.nbformat_minor < 5 else None
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                out["text"] = _relative_paths(out["text"])
+            elif out.get("output_type") == "error":
+                out["traceback"] = [_relative_paths(t) for t in out["traceback"]]
     return nb
 
 

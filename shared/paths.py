@@ -38,3 +38,12 @@ def data_root() -> Path:
 def runs_root() -> Path:
     """Where training runs and executed notebooks go (``runs/``)."""
     return project_root() / "runs"
+
+
+def show(path: str | os.PathLike[str]) -> str:
+    """``path`` for printing: relative to the project root when inside it, else absolute."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(project_root().resolve()).as_posix()
+    except ValueError:
+        return str(p)

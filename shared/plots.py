@@ -119,6 +119,45 @@ def compare_runs(runs: Mapping[str, Mapping[str, Any]], metric: str = "val_accur
     return fig
 
 
+LIFECYCLE = [
+    ("1. DATA", "ingest, validate,\nengineer features,\nversion & partition"),
+    ("2. MODEL", "train, evaluate,\ntrack experiments,\nregister the best"),
+    ("3. DEPLOYMENT", "load the model,\nserve predictions,\nlog inputs & outputs"),
+    ("4. MONITORING", "track performance,\ndetect drift,\ntrigger retraining"),
+]
+
+
+def lifecycle_figure() -> Figure:
+    """The four loops of the ML lifecycle as a cycle, with Airflow orchestrating all four."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig = Figure(figsize=(8, 6))
+    ax = fig.add_subplot()
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 8)
+    ax.axis("off")
+    centers = [(2.5, 6.2), (7.5, 6.2), (7.5, 1.8), (2.5, 1.8)]  # clockwise
+    colors = ["#dbeafe", "#dcfce7", "#fef9c3", "#fee2e2"]
+    for (title, body), (x, y), color in zip(LIFECYCLE, centers, colors, strict=True):
+        ax.add_patch(FancyBboxPatch((x - 1.9, y - 1.2), 3.8, 2.4, boxstyle="round,pad=0.1",
+                                    facecolor=color, edgecolor="#334155"))  # fmt: skip
+        ax.text(x, y + 0.7, title, ha="center", va="center", fontsize=12, weight="bold")
+        ax.text(x, y - 0.3, body, ha="center", va="center", fontsize=9)
+    for a, b in zip(centers, centers[1:] + centers[:1], strict=True):
+        start = (a[0] + (1.95 if b[0] > a[0] else -1.95 if b[0] < a[0] else 0),
+                 a[1] + (1.25 if b[1] > a[1] else -1.25 if b[1] < a[1] else 0))  # fmt: skip
+        end = (b[0] - (1.95 if b[0] > a[0] else -1.95 if b[0] < a[0] else 0),
+               b[1] - (1.25 if b[1] > a[1] else -1.25 if b[1] < a[1] else 0))  # fmt: skip
+        ax.add_patch(
+            FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=20, lw=2, color="#334155")
+        )
+    ax.text(5, 4, "Airflow\norchestrates\nevery loop", ha="center", va="center", fontsize=10,
+            style="italic", bbox={"boxstyle": "circle", "facecolor": "white", "edgecolor": "#94a3b8"})  # fmt: skip
+    ax.text(5, 7.75, "new data → back to the data loop ♻", ha="center", fontsize=9, color="#475569")
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: Figure, path: str | os.PathLike[str], dpi: int = 110) -> Path:
     """Write ``fig`` (format from the suffix) atomically; returns the path."""
     from shared.io import atomic_path

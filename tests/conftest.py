@@ -13,25 +13,34 @@ from shared import paths
 REPO = Path(__file__).resolve().parent.parent
 
 
+def make_sandbox(root: Path) -> Path:
+    """A project root outside the checkout: configs, solutions and labs linked in, the real
+    MNIST linked under data/, an empty dags/. Tasks and notebooks run with WORKBOOK_ROOT
+    pointing here write data/, runs/, registry/ and promoted DAGs here, never into the repo."""
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "MNIST").symlink_to(REPO / "data" / "MNIST")
+    (root / "dags").mkdir()
+    for name in ("configs", "solutions", "labs"):
+        (root / name).symlink_to(REPO / name)
+    return root
+
+
 def pytest_configure(config):
-    """A throw-away Airflow home for the whole session, set before anything imports airflow
-    (Airflow reads its configuration once, at import)."""
-    home = Path(tempfile.mkdtemp(prefix="workbook-airflow-"))
-    os.environ["AIRFLOW_HOME"] = str(home)
+    """Set before anything imports airflow or starts a kernel (both read the environment
+    once): a throw-away Airflow home, and a session sandbox as the project root, which the
+    nbval kernels inherit."""
+    tmp = Path(tempfile.mkdtemp(prefix="workbook-tests-"))
+    os.environ["AIRFLOW_HOME"] = str(tmp / "airflow")
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-    os.environ.pop("WORKBOOK_ROOT", None)
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+    os.environ["WORKBOOK_ROOT"] = str(make_sandbox(tmp / "project"))
 
 
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch) -> Path:
-    """A project root in tmp_path: configs, solutions and the real MNIST linked in, so tasks
-    and notebooks write data/, runs/ and registry/ there and never into the checkout."""
-    root = tmp_path / "project"
-    (root / "data").mkdir(parents=True)
-    (root / "data" / "MNIST").symlink_to(REPO / "data" / "MNIST")
-    for name in ("configs", "solutions", "labs", "dags"):
-        (root / name).symlink_to(REPO / name)
+    """A fresh project root for one test (see make_sandbox)."""
+    root = make_sandbox(tmp_path / "project")
     monkeypatch.setenv("WORKBOOK_ROOT", str(root))
     return root
 

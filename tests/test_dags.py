@@ -242,3 +242,26 @@ def test_transient_failure_succeeds_on_retry(dagbag, sandbox, monkeypatch):
     states, _ = run(dagbag, "mnist_training_pipeline", SMOKE)
     assert states["ingest"] == ("success", 2), "failed once, succeeded on the retry"
     assert states["register"][0] == "success" and len(calls) == 2
+
+
+@pytest.mark.slow
+def test_notebook_experiments_maps_the_lab_1_3_notebook_over_every_config(dagbag, sandbox):
+    configs = sorted((REPO / "configs" / "experiments").glob("*.yaml"))
+    states, dr = run(dagbag, "notebook_experiments", {"overrides": ["data.subset=1200"]})
+    assert states["list_configs"] == ("success", 1) and states["compare"] == ("success", 1)
+    mapped = {k: v for k, v in states.items() if k.startswith("run_notebook[")}
+    assert len(mapped) == len(configs) and all(s == "success" for s, _ in mapped.values())
+    out = sandbox / "runs" / DS / "experiments"
+    for cfg in configs:
+        executed = out / f"{cfg.stem}.ipynb"
+        assert executed.is_file(), f"executed notebook for {cfg.name}"
+        assert '"injected-parameters"' in executed.read_text(), "papermill injected the config"
+    table = (out / "comparison.csv").read_text().splitlines()
+    assert table[0].startswith("name,model,learning_rate") and len(table) == len(configs) + 1
+    assert {row.split(",")[0] for row in table[1:]} == {
+        "exp-baseline", "exp-batch-large", "exp-lr-low", "exp-mlp",
+    }  # fmt: skip
+    assert (out / "comparison.md").read_text().count("\n| exp-") == len(configs)
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    compared = dr.get_task_instance("compare").xcom_pull(task_ids="compare")
+    assert compared["csv"] == str(out / "comparison.csv")

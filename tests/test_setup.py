@@ -25,10 +25,16 @@ def test_second_setup_is_a_no_op(repo):
 
 
 def test_stamp_is_the_lock_hash(repo):
-    """The stamp is keyed on requirements.lock + pyproject.toml, so editing either re-installs."""
+    """The stamp is keyed on requirements.lock + pyproject's [project] table, so editing the
+    dependencies or entry points re-installs, while editing tool settings does not."""
     import hashlib
+    import json
+    import tomllib
 
+    project = json.dumps(
+        tomllib.loads((repo / "pyproject.toml").read_text())["project"], sort_keys=True
+    )
     want = hashlib.sha256(
-        (repo / "requirements.lock").read_bytes() + (repo / "pyproject.toml").read_bytes()
+        (repo / "requirements.lock").read_bytes() + project.encode() + b"\n"
     ).hexdigest()
     assert (repo / ".venv" / ".workbook-setup").read_text().strip() == want
