@@ -49,6 +49,7 @@ airflow-stop: ## stop exactly the Airflow processes `make airflow` started
 	@scripts/airflow.sh stop
 
 bench: setup ## speed benchmarks (not tests): training and DAG parse times
+	@$(BIN)/workbook bench --dags
 	@$(BIN)/workbook bench
 
 lock: ## re-resolve the environment from pyproject.toml into requirements.lock

@@ -87,11 +87,18 @@ def mnist_training_pipeline():
 
     @task
     def train(report: dict, ds: str | None = None, params: dict | None = None) -> str:
-        from shared import paths, pipeline
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return pipeline.train(
-            ds, params["config_path"], paths.data_root(), paths.runs_root(), params["overrides"]
-        )
+        from shared import paths, pipeline
+        from shared.config import ConfigError
+
+        try:
+            return pipeline.train(
+                ds, params["config_path"], paths.data_root(), paths.runs_root(), params["overrides"]
+            )
+        except ConfigError as exc:
+            # A wrong config stays wrong on a retry: fail at once, naming file and key.
+            raise AirflowFailException(f"bad training config: {exc}") from exc
 
     @task
     def evaluate(run_dir: str, ds: str | None = None) -> dict:

@@ -103,6 +103,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from shared import bench, paths
     from shared.io import atomic_write_json
 
+    if args.dags:
+        times = bench.dag_parse_times()
+        for name, seconds in times.items():
+            verdict = "ok" if seconds < 0.1 else "over the 0.1 s target"
+            print(f"{name:32} {seconds * 1000:7.1f} ms  {verdict}")
+        paths_out = paths.resolve("runs/bench/dag_parse_times.json")
+        atomic_write_json(paths_out, times)
+        print(f"results written to {paths_out}")
+        return EXIT_OK
     results = bench.run(args.config, args.max_classic_epochs)
     print(bench.report(results))
     out = paths.resolve(args.out)
@@ -295,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", default="configs/default.yaml", help="the workbook config")
     bench.add_argument("--max-classic-epochs", type=int, default=5, metavar="N")
     bench.add_argument("--out", default="runs/bench/results.json", help="where to write JSON")
+    bench.add_argument(
+        "--dags", action="store_true", help="only measure each DAG file's parse time (seconds)"
+    )
     bench.set_defaults(func=_cmd_bench)
 
     demo = sub.add_parser(

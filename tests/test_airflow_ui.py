@@ -1,0 +1,121 @@
+"""The real Airflow UI stack, as `make airflow` starts it: api-server, scheduler and
+dag-processor on 127.0.0.1, driven through the REST API, then stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Api:
+    def __init__(self, base: str, token: str | None = None):
+        self.base, self.token = base, token
+
+    def call(self, method: str, path: str, body: dict | None = None):
+        req = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"}
+            | ({"Authorization": f"Bearer {self.token}"} if self.token else {}),
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox):
+    home, port = tmp_path / "airflow-home", free_port()
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW_PORT": str(port),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "WORKBOOK_ROOT": str(sandbox),
+    }
+    script = REPO / "scripts" / "airflow.sh"
+    start = time.monotonic()
+    started = subprocess.run([str(script), "start"], env=env, capture_output=True, text=True, timeout=240)
+    pids = {p.stem: int(p.read_text()) for p in (home / "pids").glob("*.pid")}
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert f"http://127.0.0.1:{port}" in started.stdout and "user: admin" in started.stdout
+        assert set(pids) == {"api-server", "scheduler", "dag-processor"}
+        password = json.loads((home / "passwords.json").read_text())["admin"]
+        assert oct((home / "passwords.json").stat().st_mode & 0o777) == "0o600"
+
+        base = f"http://127.0.0.1:{port}"
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            Api(base).call("GET", "/api/v2/dags")
+        assert denied.value.code == 401, "the API refuses calls without a token"
+        token = Api(base).call("POST", "/auth/token", {"username": "admin", "password": password})
+        api = Api(base, token["access_token"])
+
+        def listed():
+            dags = {d["dag_id"] for d in api.call("GET", "/api/v2/dags")["dags"]}
+            return dags if {"lab1_1_first_dag", "mnist_training_pipeline", "notebook_experiments"} <= dags else None
+
+        wait_for(listed, 120, "the dag-processor to parse dags/")
+        assert api.call("GET", "/api/v2/importErrors")["total_entries"] == 0
+
+        api.call("PATCH", "/api/v2/dags/lab1_1_first_dag", {"is_paused": False})
+        run = api.call(
+            "POST", "/api/v2/dags/lab1_1_first_dag/dagRuns", {"logical_date": "2024-01-01T00:00:00Z"}
+        )
+
+        def finished():
+            state = api.call("GET", f"/api/v2/dags/lab1_1_first_dag/dagRuns/{run['dag_run_id']}")["state"]
+            return state if state in ("success", "failed") else None
+
+        assert wait_for(finished, 240, "the triggered run to finish", interval=2) == "success"
+        tis = api.call("GET", f"/api/v2/dags/lab1_1_first_dag/dagRuns/{run['dag_run_id']}/taskInstances")
+        assert {t["task_id"]: t["state"] for t in tis["task_instances"]} == {
+            "make_numbers": "success", "announce": "success", "summarize": "success",
+        }  # fmt: skip
+        summary = sandbox / "data" / "lab1_1" / "processed" / "2024-01-01" / "summary.json"
+        assert json.loads(summary.read_text())["count"] == 10, "the task wrote into the project root"
+        print(f"UI test: started, ran lab1_1_first_dag and checked it in {time.monotonic() - start:.1f} s")
+    finally:
+        stopped = subprocess.run([str(script), "stop"], env=env, capture_output=True, text=True, timeout=60)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    for name, pid in pids.items():
+        assert not alive(pid), f"{name} (pid {pid}) still running after stop"
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)  # its whole process group, workers included, is gone
+    assert not list((home / "pids").glob("*.pid"))
