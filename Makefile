@@ -28,6 +28,7 @@ demo: setup ## run the course end to end on the embedded defaults, then print a 
 	@$(BIN)/workbook demo
 
 test: setup ## the whole test suite: lint, unit tests, notebooks, DAGs
+	@scripts/setup-browser.sh
 	@$(MAKE) --no-print-directory lint
 	@$(BIN)/pytest
 
