@@ -242,6 +242,8 @@ def dag_parse_times(dags_dir=None) -> dict[str, float]:
     )
     times = {}
     for f in sorted(folder.glob("*.py")):
-        out = subprocess.run([sys.executable, "-c", probe, str(f)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(f)], capture_output=True, text=True, check=True
+        )
         times[f.name] = float(out.stdout.strip().splitlines()[-1])
     return times

@@ -71,7 +71,9 @@ def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox):
     }
     script = REPO / "scripts" / "airflow.sh"
     start = time.monotonic()
-    started = subprocess.run([str(script), "start"], env=env, capture_output=True, text=True, timeout=240)
+    started = subprocess.run(
+        [str(script), "start"], env=env, capture_output=True, text=True, timeout=240
+    )
     pids = {p.stem: int(p.read_text()) for p in (home / "pids").glob("*.pid")}
     try:
         assert started.returncode == 0, started.stdout + started.stderr
@@ -89,30 +91,46 @@ def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox):
 
         def listed():
             dags = {d["dag_id"] for d in api.call("GET", "/api/v2/dags")["dags"]}
-            return dags if {"lab1_1_first_dag", "mnist_training_pipeline", "notebook_experiments"} <= dags else None
+            return (
+                dags
+                if {"lab1_1_first_dag", "mnist_training_pipeline", "notebook_experiments"} <= dags
+                else None
+            )
 
         wait_for(listed, 120, "the dag-processor to parse dags/")
         assert api.call("GET", "/api/v2/importErrors")["total_entries"] == 0
 
         api.call("PATCH", "/api/v2/dags/lab1_1_first_dag", {"is_paused": False})
         run = api.call(
-            "POST", "/api/v2/dags/lab1_1_first_dag/dagRuns", {"logical_date": "2024-01-01T00:00:00Z"}
+            "POST",
+            "/api/v2/dags/lab1_1_first_dag/dagRuns",
+            {"logical_date": "2024-01-01T00:00:00Z"},
         )
 
         def finished():
-            state = api.call("GET", f"/api/v2/dags/lab1_1_first_dag/dagRuns/{run['dag_run_id']}")["state"]
+            state = api.call("GET", f"/api/v2/dags/lab1_1_first_dag/dagRuns/{run['dag_run_id']}")[
+                "state"
+            ]
             return state if state in ("success", "failed") else None
 
         assert wait_for(finished, 240, "the triggered run to finish", interval=2) == "success"
-        tis = api.call("GET", f"/api/v2/dags/lab1_1_first_dag/dagRuns/{run['dag_run_id']}/taskInstances")
+        tis = api.call(
+            "GET", f"/api/v2/dags/lab1_1_first_dag/dagRuns/{run['dag_run_id']}/taskInstances"
+        )
         assert {t["task_id"]: t["state"] for t in tis["task_instances"]} == {
             "make_numbers": "success", "announce": "success", "summarize": "success",
         }  # fmt: skip
         summary = sandbox / "data" / "lab1_1" / "processed" / "2024-01-01" / "summary.json"
-        assert json.loads(summary.read_text())["count"] == 10, "the task wrote into the project root"
-        print(f"UI test: started, ran lab1_1_first_dag and checked it in {time.monotonic() - start:.1f} s")
+        assert json.loads(summary.read_text())["count"] == 10, (
+            "the task wrote into the project root"
+        )
+        print(
+            f"UI test: started, ran lab1_1_first_dag and checked it in {time.monotonic() - start:.1f} s"
+        )
     finally:
-        stopped = subprocess.run([str(script), "stop"], env=env, capture_output=True, text=True, timeout=60)
+        stopped = subprocess.run(
+            [str(script), "stop"], env=env, capture_output=True, text=True, timeout=60
+        )
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     for name, pid in pids.items():
         assert not alive(pid), f"{name} (pid {pid}) still running after stop"

@@ -36,7 +36,11 @@ def get(url: str):
 @pytest.mark.timeout(300)
 def test_jupyterlab_serves_the_course_and_renders_lab_1_2(tmp_path):
     port = free_port()
-    env = {**os.environ, "JUPYTER_PORT": str(port), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    env = {
+        **os.environ,
+        "JUPYTER_PORT": str(port),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
     proc = subprocess.Popen(
         [str(REPO / "scripts" / "lab.sh")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
@@ -64,7 +68,9 @@ def test_jupyterlab_serves_the_course_and_renders_lab_1_2(tmp_path):
         assert specs["default"] == "mlops-workbook"
 
         chromium = shutil.which("chromium")
-        assert chromium, "Debian's chromium is missing: `make test` installs it (scripts/setup-browser.sh)"
+        assert chromium, (
+            "Debian's chromium is missing: `make test` installs it (scripts/setup-browser.sh)"
+        )
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shot = ARTIFACTS / "lab1_2_in_jupyterlab.png"
         shot.unlink(missing_ok=True)
