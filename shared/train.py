@@ -56,6 +56,8 @@ def seed_everything(seed: int) -> None:
     """Seed Python and torch (CPU and CUDA); the workbook draws no numpy randomness."""
     random.seed(seed)
     torch.manual_seed(seed)
+    # cuBLAS is deterministic only with a fixed workspace; read when CUDA first starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # Same config -> same weights. warn_only: a few CUDA kernels have no deterministic
     # version; on CPU every op we use is deterministic.
     torch.use_deterministic_algorithms(True, warn_only=True)
