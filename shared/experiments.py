@@ -107,16 +107,14 @@ def compare(
     from shared import plots
 
     out = Path(out_dir)
-    rows = sorted((summarize_run(d) for d in run_dirs), key=lambda r: -r["test_accuracy"])
+    summaries = [(summarize_run(d), Path(d)) for d in run_dirs]
+    rows = sorted((row for row, _ in summaries), key=lambda r: -r["test_accuracy"])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "comparison.csv", buf.getvalue())
     atomic_write_text(out / "comparison.md", to_markdown(rows))
-    runs = {
-        summarize_run(d)["name"]: json.loads((Path(d) / "metrics.json").read_text())
-        for d in run_dirs
-    }
+    runs = {row["name"]: json.loads((d / "metrics.json").read_text()) for row, d in summaries}
     plots.save(plots.compare_runs(runs), out / "comparison.png")
     return {k: str(out / f"comparison.{k}") for k in ("csv", "md", "png")}

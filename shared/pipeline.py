@@ -81,21 +81,24 @@ def validate(ds: str, data_root: str | os.PathLike[str]) -> dict[str, Any]:
     return {"ok": True, "train": report["train"]["n"], "test": report["test"]["n"]}
 
 
-def _splits_from_partition(ds: str, data_root, val_fraction: float, seed: int):
+def _partition_split(arrays: dict[str, np.ndarray], name: str):
+    """The ``train`` or ``test`` arrays of a partition as a data.Split (int64 labels)."""
     import torch
 
     from shared import data
 
+    return data.Split(
+        torch.from_numpy(arrays[f"{name}_images"]),
+        torch.from_numpy(arrays[f"{name}_labels"].astype(np.int64)),
+    )
+
+
+def _splits_from_partition(ds: str, data_root, val_fraction: float, seed: int):
+    from shared import data
+
     arrays = data.read_partition("raw", ds, data_root)
-
-    def split(name: str) -> data.Split:
-        return data.Split(
-            torch.from_numpy(arrays[f"{name}_images"]),
-            torch.from_numpy(arrays[f"{name}_labels"].astype(np.int64)),
-        )
-
-    train, val = data.train_val_split(split("train"), val_fraction, seed)
-    return data.MNISTSplits(train, val, split("test"))
+    train, val = data.train_val_split(_partition_split(arrays, "train"), val_fraction, seed)
+    return data.MNISTSplits(train, val, _partition_split(arrays, "test"))
 
 
 def train(
@@ -134,11 +137,7 @@ def evaluate(
 
     run_dir = Path(run_dir)
     model, config = load_model(run_dir)
-    arrays = data.read_partition("raw", ds, data_root)
-    test = data.Split(
-        torch.from_numpy(arrays["test_images"]),
-        torch.from_numpy(arrays["test_labels"].astype(np.int64)),
-    )
+    test = _partition_split(data.read_partition("raw", ds, data_root), "test")
     result = evaluate_model(model, data.tensor_batches(test, 1000, False, 0), torch.device("cpu"))
     metrics = {
         "ds": ds,
