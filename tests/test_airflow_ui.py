@@ -3,8 +3,10 @@ dag-processor on 127.0.0.1, driven through the REST API, then stopped by PID."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "artifacts" / "screenshots"
 
 
 def free_port() -> int:
@@ -48,6 +51,67 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def screenshot_logged_in(url: str, token: str, out: Path, profile: Path) -> bytes:
+    """Headless Chromium driven over the DevTools protocol: set the UI's login cookie
+    (`_token`, the JWT from /auth/token), open ``url``, wait for the page, save a PNG."""
+    import websocket  # websocket-client, already in the lock file (a Jupyter dependency)
+
+    chromium = shutil.which("chromium")
+    assert chromium, (
+        "Debian's chromium is missing: `make test` installs it (scripts/setup-browser.sh)"
+    )
+    port = free_port()
+    browser = subprocess.Popen(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--window-size=1400,900", f"--remote-debugging-port={port}",
+         "--remote-allow-origins=*", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        pages = wait_for(
+            lambda: _json_or_none(f"http://127.0.0.1:{port}/json"),
+            30,
+            "chromium's DevTools endpoint",
+            0.3,
+        )
+        ws = websocket.create_connection(
+            next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"], timeout=60
+        )
+        ids = iter(range(1, 1000))
+
+        def send(method: str, params: dict | None = None) -> dict:
+            msg_id = next(ids)
+            ws.send(json.dumps({"id": msg_id, "method": method, "params": params or {}}))
+            while True:
+                reply = json.loads(ws.recv())
+                if reply.get("id") == msg_id:
+                    assert "error" not in reply, reply
+                    return reply.get("result", {})
+
+        base = url.split("/dags/")[0]
+        send("Network.enable")
+        send("Network.setCookie", {"name": "_token", "value": token, "url": base + "/"})
+        send("Page.navigate", {"url": url})
+        time.sleep(8)  # the React UI fetches the DAG and its runs after load
+        png = base64.b64decode(send("Page.captureScreenshot", {"format": "png"})["data"])
+        ws.close()
+    finally:
+        browser.terminate()
+        browser.wait(timeout=30)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(png)
+    return png
+
+
+def _json_or_none(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return json.loads(resp.read())
+    except OSError:
+        return None
 
 
 def alive(pid: int) -> bool:
@@ -120,6 +184,13 @@ def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox):
         assert {t["task_id"]: t["state"] for t in tis["task_instances"]} == {
             "make_numbers": "success", "announce": "success", "summarize": "success",
         }  # fmt: skip
+        shot = ARTIFACTS / "lab1_1_first_dag_grid.png"
+        png = screenshot_logged_in(
+            f"{base}/dags/lab1_1_first_dag", token["access_token"], shot, tmp_path / "chromium"
+        )
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, (
+            "a rendered page, not a blank one"
+        )
         summary = sandbox / "data" / "lab1_1" / "processed" / "2024-01-01" / "summary.json"
         assert json.loads(summary.read_text())["count"] == 10, (
             "the task wrote into the project root"
