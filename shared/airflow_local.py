@@ -45,6 +45,13 @@ def load_dag_file(path: str | os.PathLike[str]):
     return DagBag(dag_folder=str(path))
 
 
+def first_import_error(bag) -> str | None:
+    """The last line of the first import error in ``bag`` (what a learner needs), or None."""
+    if not bag.import_errors:
+        return None
+    return next(iter(bag.import_errors.values())).strip().splitlines()[-1]
+
+
 def run_dag(dag, ds: str, conf: dict[str, Any] | None = None) -> dict[str, str]:
     """``dag.test()`` for the logical date ``ds`` (YYYY-MM-DD); returns {task_id: state}."""
     logical_date = datetime.fromisoformat(ds).replace(tzinfo=UTC)
@@ -70,8 +77,8 @@ def promote(draft: str | os.PathLike[str], dags_dir: str | os.PathLike[str] | No
         probe = Path(tmp) / draft.name
         shutil.copyfile(draft, probe)
         bag = load_dag_file(probe)
-        if bag.import_errors:
-            error = next(iter(bag.import_errors.values())).strip().splitlines()[-1]
+        error = first_import_error(bag)
+        if error:
             raise ValueError(f"{draft.name} does not import, not promoted: {error}")
         if draft.stem not in bag.dag_ids:
             raise ValueError(

@@ -98,8 +98,10 @@ def schedule_preset(answer: str) -> None:
 
 @_check("lab1_1_first_dag: three tasks, a BashOperator and a fan-in")
 def lab1_1_dag(dagbag) -> None:
-    if dagbag.import_errors:
-        error = next(iter(dagbag.import_errors.values())).strip().splitlines()[-1]
+    from shared.airflow_local import first_import_error
+
+    error = first_import_error(dagbag)
+    if error:
         _fail(f"lab1_1_first_dag: the DAG file does not import: {error}")
     dag = dagbag.get_dag("lab1_1_first_dag")
     assert dag is not None, f"no DAG with dag_id 'lab1_1_first_dag' (found {dagbag.dag_ids})"

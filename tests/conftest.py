@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -58,3 +59,15 @@ def mnist_root() -> Path:
         "MNIST is not provisioned: run `make setup` (or `workbook data fetch`) first"
     )
     return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port():
+    """A function returning a loopback port that is free right now."""
+    return _free_port

@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -18,12 +17,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts" / "screenshots"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Api:
@@ -53,7 +46,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
-def screenshot_logged_in(url: str, token: str, out: Path, profile: Path) -> bytes:
+def screenshot_logged_in(url: str, token: str, out: Path, profile: Path, port: int) -> bytes:
     """Headless Chromium driven over the DevTools protocol: set the UI's login cookie
     (`_token`, the JWT from /auth/token), open ``url``, wait for the page, save a PNG."""
     import websocket  # websocket-client, already in the lock file (a Jupyter dependency)
@@ -62,7 +55,6 @@ def screenshot_logged_in(url: str, token: str, out: Path, profile: Path) -> byte
     assert chromium, (
         "Debian's chromium is missing: `make test` installs it (scripts/setup-browser.sh)"
     )
-    port = free_port()
     browser = subprocess.Popen(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -124,7 +116,7 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox):
+def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox, free_port):
     home, port = tmp_path / "airflow-home", free_port()
     env = {
         **os.environ,
@@ -186,7 +178,11 @@ def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox):
         }  # fmt: skip
         shot = ARTIFACTS / "lab1_1_first_dag_grid.png"
         png = screenshot_logged_in(
-            f"{base}/dags/lab1_1_first_dag", token["access_token"], shot, tmp_path / "chromium"
+            f"{base}/dags/lab1_1_first_dag",
+            token["access_token"],
+            shot,
+            tmp_path / "chromium",
+            free_port(),
         )
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, (
             "a rendered page, not a blank one"

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import time
@@ -21,12 +20,6 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts" / "screenshots"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def get(url: str):
     with urllib.request.urlopen(url, timeout=10) as resp:
         return json.loads(resp.read())
@@ -34,7 +27,7 @@ def get(url: str):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_jupyterlab_serves_the_course_and_renders_lab_1_2(tmp_path):
+def test_jupyterlab_serves_the_course_and_renders_lab_1_2(tmp_path, free_port):
     port = free_port()
     env = {
         **os.environ,
