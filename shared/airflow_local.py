@@ -53,9 +53,22 @@ def first_import_error(bag) -> str | None:
 
 
 def run_dag(dag, ds: str, conf: dict[str, Any] | None = None) -> dict[str, str]:
-    """``dag.test()`` for the logical date ``ds`` (YYYY-MM-DD); returns {task_id: state}."""
+    """``dag.test()`` for the logical date ``ds`` (YYYY-MM-DD); returns {task_id: state}.
+
+    Airflow 3's ``dag.test()`` schedules the *serialised* DAG, which it parses from the DAG
+    bundle (the dags folder). For the run, the folder of the DAG's own file is that bundle:
+    a draft outside dags/ (Lab 1.1) then runs exactly as written, not as whatever copy of
+    the same dag_id sits in dags/ (or fails because none does yet).
+    """
+    from airflow import settings
+
     logical_date = datetime.fromisoformat(ds).replace(tzinfo=UTC)
-    dag_run = dag.test(logical_date=logical_date, run_conf=conf)
+    saved = settings.DAGS_FOLDER
+    settings.DAGS_FOLDER = str(Path(dag.fileloc).resolve().parent)
+    try:
+        dag_run = dag.test(logical_date=logical_date, run_conf=conf)
+    finally:
+        settings.DAGS_FOLDER = saved
     return {
         ti.task_id: str(ti.state)
         for ti in sorted(dag_run.get_task_instances(), key=lambda t: t.task_id)

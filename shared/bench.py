@@ -247,3 +247,34 @@ def dag_parse_times(dags_dir=None) -> dict[str, float]:
         )
         times[f.name] = float(out.stdout.strip().splitlines()[-1])
     return times
+
+
+def grading_times(n: int = 10, jobs: tuple[int, ...] = (1, 2)) -> dict[str, float]:
+    """Seconds to grade one Lab 1.2 submission, then a class of ``n`` (the solution and the
+    generated lab, alternating, renamed like learners' files) with each number of ``jobs``."""
+    import shutil
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from shared import grade, paths
+    from shared.suites import LABS
+
+    lab = LABS["1.2"]
+    sources = [paths.project_root() / d / lab.notebook for d in ("solutions", "labs")]
+    times: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        subs = []
+        for i in range(n):
+            subs.append(Path(tmp) / f"learner{i:02d}.ipynb")
+            shutil.copyfile(sources[i % 2], subs[-1])
+        start = time.perf_counter()
+        report = grade.grade(subs[0])
+        times["one submission"] = time.perf_counter() - start
+        assert report.passed, report.format()
+        for j in jobs:
+            start = time.perf_counter()
+            reports = grade.grade_many(subs, jobs=j, progress=False)
+            times[f"{n} submissions, {j} at a time"] = time.perf_counter() - start
+            assert sum(r.passed for r in reports) == (n + 1) // 2
+    return times

@@ -103,6 +103,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from shared import bench, paths
     from shared.io import atomic_write_json
 
+    if args.grading:
+        for name, seconds in bench.grading_times().items():
+            print(f"grading Lab 1.2, {name:28} {seconds:6.1f} s")
+        return EXIT_OK
     if args.dags:
         times = bench.dag_parse_times()
         for name, seconds in times.items():
@@ -207,6 +211,72 @@ def _cmd_nb_clean(args: argparse.Namespace) -> int:
     return EXIT_FAIL if changed and args.check else EXIT_OK
 
 
+def _grade_inputs(names: Sequence[str]) -> list[Path]:
+    """Files as given; a folder stands for the notebooks in it."""
+    out: list[Path] = []
+    for name in names:
+        p = Path(name)
+        out += sorted(p.glob("*.ipynb")) if p.is_dir() else [p]
+    return out
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    import json
+
+    from shared import grade
+    from shared.suites import LABS
+
+    if args.lab is not None and args.lab not in LABS:
+        print(f"workbook grade: --lab {args.lab}: choose from {', '.join(LABS)}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.timeout <= 0 or args.jobs <= 0:
+        print("workbook grade: --timeout and --jobs must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    notebooks = _grade_inputs(args.notebooks)
+    if not notebooks:
+        print(f"workbook grade: no notebooks in {' '.join(args.notebooks)}", file=sys.stderr)
+        return EXIT_USAGE
+    if len(notebooks) == 1 and args.out is None:
+        report = grade.grade_safely(notebooks[0], args.lab, args.timeout, args.executed)
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+        if report.status == "grader error":
+            return EXIT_FAIL
+        if not report.gradable:
+            return EXIT_USAGE
+        return EXIT_OK if report.passed else EXIT_FAIL
+
+    def line(report: grade.Report) -> None:
+        if not args.json:
+            failed = [c.id for c in report.checks if c.status != grade.PASS]
+            verdict = "pass" if report.passed else f"FAIL {report.status}"
+            detail = (
+                f" ({', '.join(failed)})"
+                if failed
+                else f" ({report.message})" * bool(report.message)
+            )
+            tqdm_write(f"{Path(report.notebook).name}: {report.score}/{report.max_score} "
+                       f"{verdict}{detail}")  # fmt: skip
+
+    from tqdm.auto import tqdm
+
+    tqdm_write = tqdm.write
+    executed = args.executed
+    if executed is None and args.out is not None:
+        executed = Path(args.out).with_suffix("").as_posix() + "-executed"
+    reports = grade.grade_many(
+        notebooks, args.lab, args.timeout, args.jobs, executed, progress=True, on_report=line
+    )
+    if args.json:
+        print(json.dumps([r.to_dict() for r in reports], indent=2))
+    if args.out is not None:
+        written = grade.write_results(reports, args.out)
+        print(f"results: {', '.join(str(p) for p in written.values())}; executed notebooks in "
+              f"{executed}/", file=sys.stderr)  # fmt: skip
+    passed = sum(r.passed for r in reports)
+    print(f"{passed} of {len(reports)} submissions pass every required check", file=sys.stderr)
+    return EXIT_OK if passed == len(reports) else EXIT_FAIL
+
+
 def _source_list(text: str) -> list[str]:
     from shared.provision import SOURCE_NAMES
 
@@ -307,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--dags", action="store_true", help="only measure each DAG file's parse time (seconds)"
     )
+    bench.add_argument(
+        "--grading", action="store_true",
+        help="only time `workbook grade`: one Lab 1.2 submission, then a class of ten",
+    )  # fmt: skip
     bench.set_defaults(func=_cmd_bench)
 
     demo = sub.add_parser(
@@ -365,6 +439,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
     run.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
     run.set_defaults(func=_cmd_run)
+    grade = sub.add_parser(
+        "grade",
+        help="grade learner notebooks: run each in a sandbox, then its lab's checks",
+        description="Copy each NOTEBOOK into a temporary project, execute it on the smoke config "
+        "in a fresh kernel (nothing outside the sandbox changes), then run the lab's check suite "
+        "(the public self-checks plus instructor-only checks) in that kernel. One notebook: a "
+        "line per check with points and hints, the score, any execution error; exit 0 if every "
+        "required check passes, 1 if not, 2 for bad usage or a notebook that cannot be graded. "
+        "Several notebooks (or a folder, or --out): a progress bar, one line per submission, "
+        "and with --out a CSV, a markdown summary, the JSON reports and the executed notebooks.",
+    )
+    grade.add_argument("notebooks", nargs="+", metavar="NOTEBOOK", help="notebooks or folders")
+    grade.add_argument("--lab", help="the lab (0, 1.1, 1.2, 1.3); default: read from the notebook")
+    grade.add_argument("--json", action="store_true", help="print the report(s) as JSON")
+    grade.add_argument(
+        "--timeout", type=int, default=300, metavar="SECONDS",
+        help="time budget for running one notebook's cells (default 300); then it is stopped",
+    )  # fmt: skip
+    grade.add_argument("--out", metavar="CSV", help="write results.csv, .md and .json there")
+    grade.add_argument("--jobs", type=int, default=1, help="notebooks graded at once (default 1)")
+    grade.add_argument(
+        "--executed", metavar="PATH",
+        help="save executed notebooks (a file for one notebook, a folder for several; "
+        "with --out the default is <CSV without .csv>-executed/)",
+    )  # fmt: skip
+    grade.set_defaults(func=_cmd_grade)
     return parser
 
 

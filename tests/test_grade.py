@@ -1,0 +1,384 @@
+"""`workbook grade`: solutions score full marks, labs score zero, each planted bug is caught by
+the check written for it, and bad submissions get a report without harming anything.
+
+Kernels run for real (smoke config); the slow cases are batched through the CLI the way
+an instructor runs them, two at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from shared import grade, guard, suites
+
+REPO = Path(__file__).resolve().parent.parent
+SOLUTIONS = {lab.id: REPO / "solutions" / lab.notebook for lab in suites.LABS.values()}
+
+
+def workbook(*args, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True, **kw
+    )
+
+
+def variant(
+    folder: Path,
+    lab_id: str,
+    name: str,
+    replace: dict[str, str] | None = None,
+    after: tuple[str, str] | None = None,
+) -> Path:
+    """A copy of a solution with planted changes. Every ``replace`` key must occur in the
+    notebook, so a variant can never silently equal the solution; ``after = (text, code)``
+    inserts a code cell after the first cell containing ``text``."""
+    nb = nbformat.read(SOLUTIONS[lab_id], as_version=4)
+    for old, new in (replace or {}).items():
+        hits = [c for c in nb.cells if c.cell_type == "code" and old in c.source]
+        assert hits, f"{old!r} not found in {SOLUTIONS[lab_id].name}"
+        for c in hits:
+            c.source = c.source.replace(old, new)
+    if after is not None:
+        text, code = after
+        index = next(i for i, c in enumerate(nb.cells) if text in c.source)
+        nb.cells.insert(index + 1, nbformat.v4.new_code_cell(code))
+    path = folder / f"{name}.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def statuses(report: dict) -> dict[str, str]:
+    return {c["id"]: c["status"] for c in report["checks"]}
+
+
+def tree_digest(root: Path) -> str:
+    """A digest of every file under ``root`` (names and bytes), symlinks not followed."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- fast units
+
+
+def test_every_lab_has_a_suite_with_public_and_hidden_checks():
+    assert sorted(SOLUTIONS) == ["0", "1.1", "1.2", "1.3"]
+    for lab in suites.LABS.values():
+        assert SOLUTIONS[lab.id].is_file()
+        assert any(c.public for c in lab.checks) and any(not c.public for c in lab.checks)
+        assert len({c.id for c in lab.checks}) == len(lab.checks)
+        assert all(c.points > 0 and c.needs for c in lab.checks)
+
+
+def test_public_checks_are_the_ones_the_notebook_calls():
+    """A check marked public is one the learner's notebook really calls (so it is no surprise);
+    instructor-only checks never appear in a notebook."""
+    for lab in suites.LABS.values():
+        text = SOLUTIONS[lab.id].read_text() + (REPO / "labs" / lab.notebook).read_text()
+        for c in lab.checks:
+            called = any(f"checks.{name}(" in text for name in _check_functions(c))
+            assert called == c.public, f"lab {lab.id} check {c.id}: public={c.public}"
+
+
+def _check_functions(check: suites.Check) -> list[str]:
+    from shared import checks
+
+    return [n for n in dir(checks) if getattr(getattr(checks, n), "what", None) == check.what]
+
+
+@pytest.mark.parametrize("lab_id", sorted(SOLUTIONS))
+def test_lab_is_detected_from_the_heading_even_when_renamed(lab_id, tmp_path):
+    nb = grade.read_submission(SOLUTIONS[lab_id])
+    assert grade.detect_lab(nb, "alice_final_v2.ipynb").id == lab_id
+    lab_nb = grade.read_submission(REPO / "labs" / suites.LABS[lab_id].notebook)
+    assert grade.detect_lab(lab_nb, "x.ipynb").id == lab_id
+
+
+def test_lab_falls_back_to_the_file_name_then_asks():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    assert grade.detect_lab(nb, "02_lab1_2_pytorch_training.ipynb").id == "1.2"
+    assert grade.detect_lab(nb, "homework.ipynb") is None
+    with pytest.raises(grade.GradeInputError, match="pass --lab"):
+        grade.resolve_lab(nb, "homework.ipynb", None)
+    assert grade.resolve_lab(nb, "homework.ipynb", "1.3").id == "1.3"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{ this is not json", "not a notebook"),
+        ('{"cells": 3}', "not a notebook"),
+        (nbformat.writes(nbformat.v4.new_notebook()), "no code cells"),
+        (b"\xff\xfe\x00binary", "cannot read"),
+    ],
+)
+def test_unreadable_notebooks_are_named_and_exit_2(tmp_path, content, message):
+    path = tmp_path / "broken.ipynb"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(grade.GradeInputError, match=message):
+        grade.read_submission(path)
+    out = workbook("grade", str(path), "--json")
+    assert out.returncode == 2, out.stderr
+    report = json.loads(out.stdout)
+    assert report["status"] == "unreadable" and message in report["message"]
+    assert str(path) in report["message"]
+
+
+def test_a_notebook_for_another_lab_is_refused_with_exit_2():
+    out = workbook("grade", str(SOLUTIONS["1.1"]), "--lab", "1.2")
+    assert out.returncode == 2
+    assert "is Lab 1.1 · Your first Airflow DAG, not lab 1.2" in out.stdout
+
+
+def test_bad_usage_exits_2(tmp_path):
+    assert workbook("grade", str(SOLUTIONS["1.2"]), "--lab", "9.9").returncode == 2
+    assert workbook("grade", str(SOLUTIONS["1.2"]), "--timeout", "0").returncode == 2
+    assert workbook("grade", str(tmp_path)).returncode == 2  # an empty folder
+    assert workbook("grade").returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("event", "args", "blocked"),
+    [
+        ("open", ("/outside/a.txt", "w", 0), "/outside/a.txt"),
+        ("open", ("/outside/a.txt", "r", 0), None),
+        ("open", ("/outside/a.txt", None, os.O_WRONLY | os.O_CREAT), "/outside/a.txt"),
+        ("open", ("/outside/a.txt", None, os.O_RDONLY), None),
+        ("open", ("/box/sub/a.txt", "a", 0), None),
+        ("open", ("/box/../etc/passwd", "w", 0), "/etc/passwd"),
+        ("open", (3, "w", 0), None),
+        ("open", ("/dev/null", "w", 0), None),
+        ("os.remove", ("/outside/a.txt", -1), "/outside/a.txt"),
+        ("os.rename", ("/box/a", "/outside/b", -1, -1), "/outside/b"),
+        ("os.rename", ("/outside/a", "/box/b", -1, -1), "/outside/a"),
+        ("shutil.rmtree", ("/outside", None), "/outside"),
+        ("os.mkdir", ("/box/new", 0o777, -1), None),
+        ("sqlite3.connect", (":memory:",), None),
+        ("sqlite3.connect", ("/outside/db.sqlite",), "/outside/db.sqlite"),
+        ("os.listdir", ("/outside",), None),
+    ],
+)
+def test_guard_blocks_changes_outside_its_roots(event, args, blocked):
+    assert guard.check_event(event, args, ("/box",)) == blocked
+
+
+def test_guard_is_active_in_a_python_process_started_with_the_sandbox_env(tmp_path):
+    """What a graded kernel (and any Python it starts) gets: the sitecustomize on PYTHONPATH."""
+    box, outside = tmp_path / "box", tmp_path / "outside.txt"
+    (box / "guard").mkdir(parents=True)
+    (box / "guard" / "sitecustomize.py").write_text(guard.SITECUSTOMIZE)
+    outside.write_text("precious")
+    code = (
+        "import os, shutil, pathlib, sys\n"
+        f"pathlib.Path({str(box / 'ok.txt')!r}).write_text('fine')\n"
+        "for attempt in (lambda: open(sys.argv[1], 'w'), lambda: os.remove(sys.argv[1]),\n"
+        "                lambda: shutil.rmtree(os.path.dirname(sys.argv[1]))):\n"
+        "    try:\n        attempt()\n    except PermissionError as e:\n        print('blocked')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(box / "guard"), guard.ROOTS_ENV: str(box)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(outside)], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["blocked"] * 3
+    assert outside.read_text() == "precious" and (box / "ok.txt").read_text() == "fine"
+
+
+def _report(name: str, lab: str, checks: list[tuple[str, str]], **kw) -> grade.Report:
+    return grade.Report(
+        name, lab, title=f"Lab {lab}",
+        checks=[grade.CheckResult(i, i, s, 1 if s == "pass" else 0, 1, True, True, "h")
+                for i, s in checks],
+        **kw,
+    )  # fmt: skip
+
+
+def test_results_table_has_a_row_per_submission_and_a_column_per_check(tmp_path):
+    reports = [
+        _report("a.ipynb", "1.2", [("flatten", "pass"), ("train_loop", "pass")]),
+        _report("b.ipynb", "1.2", [("flatten", "fail"), ("train_loop", "not run")],
+                errors=[grade.ExecutionError(7, "NameError: name 'x' is not defined", True)]),
+        grade.Report("c.ipynb", None, status="unreadable", message="c.ipynb is not a notebook"),
+    ]  # fmt: skip
+    written = grade.write_results(reports, tmp_path / "results.csv")
+    rows = list(csv.DictReader(written["csv"].open()))
+    assert [r["submission"] for r in rows] == ["a.ipynb", "b.ipynb", "c.ipynb"]
+    assert rows[0]["flatten"] == "pass" and rows[0]["passed"] == "True"
+    assert rows[1]["train_loop"] == "not run" and rows[1]["error"].startswith("cell 7: NameError")
+    assert rows[2]["status"] == "unreadable" and rows[2]["flatten"] == ""
+    md = written["md"].read_text()
+    assert "3 submissions; 1 pass every required check; 1 could not be graded" in md
+    assert "| b.ipynb | 1.2 | graded | 0 | 2 | False | ✗ | – |" in md
+    assert json.loads(written["json"].read_text())[1]["score"] == 0
+
+
+# --------------------------------------------------------------------------- real grading
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab_id", sorted(SOLUTIONS))
+def test_every_solution_scores_full_marks(lab_id, tmp_path):
+    executed = tmp_path / "executed.ipynb"
+    out = workbook("grade", str(SOLUTIONS[lab_id]), "--json", "--executed", str(executed))
+    report = json.loads(out.stdout)
+    assert out.returncode == 0, report
+    assert report["status"] == "graded" and report["errors"] == []
+    assert report["score"] == report["max_score"] == suites.LABS[lab_id].max_points
+    assert set(statuses(report).values()) == {"pass"}
+    # the executed copy carries the appended check cells, one per check
+    cells = nbformat.read(executed, as_version=4).cells
+    assert sum(grade.CHECK_TAG in c.metadata.get("tags", []) for c in cells) == len(
+        report["checks"]
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab_id", sorted(SOLUTIONS))
+def test_every_generated_lab_scores_zero(lab_id):
+    """Every check in a suite grades an exercise the lab stubs, so the untouched lab scores 0:
+    its stubs fail their checks or stop the run before the variables a check needs."""
+    out = workbook("grade", str(REPO / "labs" / suites.LABS[lab_id].notebook), "--json")
+    report = json.loads(out.stdout)
+    assert out.returncode == 1, report
+    assert report["score"] == 0 and report["max_score"] > 0
+    assert "pass" not in statuses(report).values()
+    stubs = [e for e in report["errors"] if "NotImplementedError" in e["error"]]
+    unwritten = [e for e in report["errors"] if "not written yet" in e["error"]]
+    assert stubs or unwritten  # a stub ran, directly or inside its self-check
+
+
+#: Planted bugs: (lab, name, replacements, the check that must catch it, a phrase of its hint)
+BUGS = [
+    ("1.2", "wrong_output_size", {"nn.Linear(128, 10)": "nn.Linear(128, 5)"},
+     "model_output", "expected (64, 10)"),
+    ("1.2", "no_optimizer_step",
+     {"        loss.backward()\n        optimizer.step()\n": "        loss.backward()\n"},
+     "train_loop", "weights did not change"),
+    ("1.2", "no_eval_mode", {"    model.eval()\n    correct": "    correct"},
+     "evaluate_loop", "call model.eval()"),
+    ("1.2", "no_no_grad",
+     {"    with torch.no_grad():\n        for images, labels in loader:\n"
+      "            correct += (model(images).argmax(1) == labels).sum().item()\n"
+      "            total += len(labels)\n":
+      "    for images, labels in loader:\n"
+      "        correct += (model(images).argmax(1) == labels).sum().item()\n"
+      "        total += len(labels)\n"},
+     "evaluate_loop", "torch.no_grad()"),
+    ("1.1", "dag_missing_dependency",
+     {"    [numbers, announce] >> summarize(numbers)": "    summarize(numbers)"},
+     "dag_structure", "must wait for both"),
+    ("1.3", "config_typo", {"  learning_rate: 0.005\n": "  learnin_rate: 0.005\n"},
+     "my_config", "learnin_rate"),
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_batch_of_buggy_and_hostile_submissions(tmp_path, sandbox):
+    """One `workbook grade DIR --out results.csv --jobs 2` over the planted bugs and the bad
+    submissions: each bug is caught by its check, every bad case gets a clear report, the
+    batch finishes, and nothing outside the sandboxes changes."""
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    for lab_id, name, replace, _, _ in BUGS:
+        variant(subs, lab_id, name, replace)
+    precious = tmp_path / "precious" / "keep.txt"
+    precious.parent.mkdir()
+    precious.write_text("instructor's file")
+    variant(subs, "0", "raises_early", after=("from shared import checks", "1 / 0"))
+    variant(
+        subs,
+        "0",
+        "prints_megabytes",
+        after=("from shared import checks", "for _ in range(50):\n    print('x' * 100_000)"),
+    )
+    variant(subs, "0", "vandal", after=("checks.partition_path(", (
+        "import os, shutil\n"
+        "from pathlib import Path\n"
+        "Path('scribble.txt').write_text('mine')\n"
+        "shutil.rmtree(paths.project_root() / 'configs')  # its own copy\n"
+        "(paths.data_root() / 'MNIST' / 'raw' / 't10k-labels-idx1-ubyte').unlink()\n"
+        "os.chdir('/')\n"
+        f"Path({str(precious)!r}).unlink()"
+    )))  # fmt: skip
+    (subs / "not_json.ipynb").write_text("{ definitely not json")
+    repo_before, sandbox_before = tree_digest(REPO / "solutions"), tree_digest(sandbox)
+    results = tmp_path / "out" / "results.csv"
+    out = workbook("grade", str(subs), "--out", str(results), "--jobs", "2", "--timeout", "240")
+    assert out.returncode == 1, out.stderr
+    assert "grading" in out.stderr  # the progress bar
+    reports = {
+        Path(r["notebook"]).stem: r for r in json.loads(results.with_suffix(".json").read_text())
+    }
+    assert len(reports) == len(BUGS) + 4
+
+    for _, name, _, check_id, phrase in BUGS:
+        check = next(c for c in reports[name]["checks"] if c["id"] == check_id)
+        assert check["status"] == "fail" and phrase in check["hint"], (name, check)
+        assert not reports[name]["passed"]
+
+    early = reports["raises_early"]
+    assert early["errors"] == [
+        {"cell": 4, "error": "ZeroDivisionError: division by zero", "stopped": True}
+    ]
+    assert set(statuses(early).values()) == {"not run"} and early["score"] == 0
+
+    loud = reports["prints_megabytes"]
+    assert loud["output_truncated"] and loud["passed"]
+    executed = tmp_path / "out" / "results-executed" / "prints_megabytes.ipynb"
+    assert executed.stat().st_size < 3 * grade.OUTPUT_CAP
+
+    vandal = reports["vandal"]
+    assert precious.read_text() == "instructor's file"
+    stop = vandal["errors"][-1]
+    assert stop["stopped"] and "PermissionError" in stop["error"] and "is blocked" in stop["error"]
+    assert statuses(vandal)["idempotent_writer"] == "pass"  # graded before the damage
+    assert statuses(vandal)["explicit_accuracy"] == "not run"
+    assert tree_digest(REPO / "solutions") == repo_before
+    assert tree_digest(sandbox) == sandbox_before  # the project the grader copied from
+    assert (sandbox / "configs" / "smoke.yaml").is_file()
+
+    assert reports["not_json"]["status"] == "unreadable"
+    rows = list(csv.DictReader(results.open()))
+    assert len(rows) == len(reports) and "model_output" in rows[0]
+    assert results.with_suffix(".md").read_text().startswith("# Grading summary")
+
+
+@pytest.mark.slow
+def test_notebooks_that_never_finish_are_stopped_at_the_timeout(tmp_path):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    variant(subs, "0", "loops", after=("checks.partition_path(", "while True:\n    pass"))
+    variant(subs, "0", "ignores_interrupt", after=("checks.partition_path(", (
+        "import time\nwhile True:\n    try:\n        time.sleep(0.1)\n"
+        "    except KeyboardInterrupt:\n        pass"
+    )))  # fmt: skip
+    variant(subs, "0", "kills_kernel", after=("checks.partition_path(", "import os\nos._exit(3)"))
+    out = workbook("grade", str(subs), "--json", "--timeout", "15", "--jobs", "2")
+    reports = {Path(r["notebook"]).stem: r for r in json.loads(out.stdout)}
+    assert out.returncode == 1
+
+    loops = reports["loops"]
+    assert loops["status"] == "timeout"
+    assert loops["errors"][-1]["error"] == "timed out after 15 s"
+    # interrupted like the stop button: what ran before is still graded
+    assert statuses(loops)["partition_path"] == "pass"
+    assert statuses(loops)["explicit_accuracy"] == "not run"
+
+    stubborn = reports["ignores_interrupt"]
+    assert stubborn["status"] == "timeout" and "killed" in stubborn["message"]
+    assert set(statuses(stubborn).values()) == {"not run"}
+    assert stubborn["seconds"] < 15 + grade.INTERRUPT_GRACE + 30
+
+    dead = reports["kills_kernel"]
+    assert dead["status"] == "kernel died" and "kernel died" in dead["message"]
+    assert set(statuses(dead).values()) == {"not run"}
