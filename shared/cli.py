@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 the work failed, 2 bad usage or bad input (argparse use
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -458,7 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="time budget for running one notebook's cells (default 300); then it is stopped",
     )  # fmt: skip
     grade.add_argument("--out", metavar="CSV", help="write results.csv, .md and .json there")
-    grade.add_argument("--jobs", type=int, default=1, help="notebooks graded at once (default 1)")
+    grade.add_argument(
+        "--jobs", type=int, default=min(4, os.cpu_count() or 1),
+        help="notebooks graded side by side, sharing the cores (default: cores, at most 4)",
+    )  # fmt: skip
     grade.add_argument(
         "--executed", metavar="PATH",
         help="save executed notebooks (a file for one notebook, a folder for several; "

@@ -230,8 +230,9 @@ def guard_source() -> str:
     return SITECUSTOMIZE
 
 
-def kernel_env(box: dict[str, Path]) -> dict[str, str]:
-    """The kernel's environment: every path it writes to points into the sandbox."""
+def kernel_env(box: dict[str, Path], threads: int | None = None) -> dict[str, str]:
+    """The kernel's environment: every path it writes to points into the sandbox; with
+    ``threads``, torch's CPU thread pool is capped (kernels grading side by side)."""
     from shared.guard import ROOTS_ENV
 
     root, project = box["root"], box["project"]
@@ -254,6 +255,8 @@ def kernel_env(box: dict[str, Path]) -> dict[str, str]:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{project / '.airflow' / 'airflow.db'}",
         }
     )
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     return env
 
 
@@ -305,9 +308,16 @@ def _last_line(content: dict[str, Any]) -> str:
 
 
 def _check_cell(lab: Lab, check_id: str) -> nbformat.NotebookNode:
+    # Fresh copies of the check modules, so a notebook that reassigned a check function
+    # (checks.train_loop = lambda f: None) is graded by the real one.
     source = (
+        "import importlib as __workbook_importlib\n"
+        "import shared.checks as __workbook_checks\n"
         "import shared.suites as __workbook_suites\n"
-        f"__workbook_suites.run_in_kernel(globals(), {lab.id!r}, {check_id!r})"
+        "__workbook_importlib.reload(__workbook_checks)\n"
+        "__workbook_importlib.reload(__workbook_suites).run_in_kernel(\n"
+        f"    globals(), {lab.id!r}, {check_id!r}\n"
+        ")"
     )
     return nbformat.v4.new_code_cell(
         source, metadata={"tags": [CHECK_TAG], "workbook_check": check_id}
@@ -345,7 +355,7 @@ def _classify(content: dict[str, Any], what: str) -> tuple[str, str]:
     return FAIL, _last_line(content)  # the learner's code raised while being checked
 
 
-def _execute(run_nb, numbers, lab: Lab, box, timeout: int, report: Report) -> None:
+def _execute(run_nb, numbers, lab: Lab, box, timeout: int, report: Report, threads=None) -> None:
     """Run the submission's cells, then the check cells, filling ``report``."""
     from nbclient.exceptions import DeadKernelError
 
@@ -365,7 +375,7 @@ def _execute(run_nb, numbers, lab: Lab, box, timeout: int, report: Report) -> No
         # dead kernel's report quotes its last line.
         with (
             open(box["root"] / "kernel.log", "w") as log,
-            client.setup_kernel(env=kernel_env(box), cwd=str(box["cwd"]), stderr=log),
+            client.setup_kernel(env=kernel_env(box, threads), cwd=str(box["cwd"]), stderr=log),
         ):
             deadline = time.monotonic() + timeout
             for index, cell in enumerate(run_nb.cells):
@@ -435,10 +445,12 @@ def grade(
     lab_id: str | None = None,
     timeout: int = DEFAULT_TIMEOUT,
     executed_to: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
 ) -> Report:
     """Grade one notebook; never raises for a bad submission (the report says what happened).
 
     ``executed_to``: where to save the executed notebook, check cells included (optional).
+    ``threads``: cap on the kernel's CPU threads (None: torch's default, every core).
     """
     from shared.io import atomic_write_text
     from shared.notebooks import dumps
@@ -458,18 +470,20 @@ def grade(
         box = make_sandbox(Path(tmp))
         shutil.copyfile(path, box["cwd"] / lab.notebook)
         run_nb, numbers = _prepare(nb, lab)
-        _execute(run_nb, numbers, lab, box, timeout, report)
+        _execute(run_nb, numbers, lab, box, timeout, report, threads)
         if executed_to is not None:
             atomic_write_text(Path(executed_to), dumps(run_nb))
     report.seconds = time.monotonic() - start
     return report
 
 
-def grade_safely(notebook, lab_id=None, timeout=DEFAULT_TIMEOUT, executed_to=None) -> Report:
+def grade_safely(
+    notebook, lab_id=None, timeout=DEFAULT_TIMEOUT, executed_to=None, threads=None
+) -> Report:
     """:func:`grade`, with a failure of the grader itself (no kernel, a full disk) turned
     into a report, so one submission cannot lose the other 39 results."""
     try:
-        return grade(notebook, lab_id, timeout, executed_to)
+        return grade(notebook, lab_id, timeout, executed_to, threads)
     except Exception as exc:
         return Report(str(notebook), lab_id, status="grader error", message=repr(exc))
 
@@ -492,9 +506,13 @@ def grade_many(
 
     from tqdm.auto import tqdm
 
+    # Kernels side by side share the cores instead of each starting one thread per core
+    # (oversubscribed, two kernels on 2 cores were slower than one at a time).
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
     def one(nb_path) -> Report:
         executed = None if executed_dir is None else Path(executed_dir) / Path(nb_path).name
-        return grade_safely(nb_path, lab_id, timeout, executed)
+        return grade_safely(nb_path, lab_id, timeout, executed, threads)
 
     reports: list[Report] = []
     with (

@@ -274,6 +274,11 @@ BUGS = [
       "        correct += (model(images).argmax(1) == labels).sum().item()\n"
       "        total += len(labels)\n"},
      "evaluate_loop", "torch.no_grad()"),
+    ("1.2", "patches_the_check",
+     {"        loss.backward()\n        optimizer.step()\n": "        loss.backward()\n",
+      "checks.train_loop(train_epoch)": "checks.train_loop = lambda f: None\n"
+                                        "checks.train_loop(train_epoch)"},
+     "train_loop", "weights did not change"),
     ("1.1", "dag_missing_dependency",
      {"    [numbers, announce] >> summarize(numbers)": "    summarize(numbers)"},
      "dag_structure", "must wait for both"),
