@@ -313,8 +313,8 @@ def _check_cell(lab: Lab, check_id: str) -> nbformat.NotebookNode:
     source = (
         "import importlib as __workbook_importlib\n"
         "import shared.checks as __workbook_checks\n"
-        "import shared.suites as __workbook_suites\n"
         "__workbook_importlib.reload(__workbook_checks)\n"
+        "import shared.suites as __workbook_suites\n"
         "__workbook_importlib.reload(__workbook_suites).run_in_kernel(\n"
         f"    globals(), {lab.id!r}, {check_id!r}\n"
         ")"

@@ -237,199 +237,78 @@ def _config_changes_only_what_was_asked(ns: Namespace) -> None:
 
 # --------------------------------------------------------------------------- the suites
 
+# One line per check: id, points, the names it needs, then how it is called (public: the
+# self-check the notebook also calls; hidden: an instructor-only function above).
+# fmt: off
+_LAB_0 = (
+    _public(checks.idempotent_writer, "idempotent_writer", 1, ("write_totals",),
+            lambda ns: checks.idempotent_writer(ns["write_totals"])),
+    Check("write_replaces", "a second write replaces the first (hidden case)", 1,
+          ("write_totals",), _write_totals_replaces, public=False),
+    _public(checks.partition_path, "partition_path", 1, ("partition_path",),
+            lambda ns: checks.partition_path(ns["partition_path"])),
+    Check("real_dates_only", "partition path accepts real dates only (hidden cases)", 1,
+          ("partition_path",), _partition_rejects_impossible_dates, public=False),
+    _public(checks.explicit_accuracy, "explicit_accuracy", 1, ("accuracy",),
+            lambda ns: checks.explicit_accuracy(ns["accuracy"])),
+)
+_LAB_1_1 = (
+    _public(checks.schedule_preset, "schedule_preset", 1, ("schedule",),
+            lambda ns: checks.schedule_preset(ns["schedule"])),
+    _public(checks.lab1_1_dag, "dag_structure", 3, ("draft",),
+            lambda ns: checks.lab1_1_dag(_dag_file(ns))),
+    _public(checks.all_succeeded, "all_succeeded", 1, ("states",),
+            lambda ns: checks.all_succeeded(ns["states"])),
+    Check("partitions_by_date", "the DAG writes a new day's partitions, rerun-safe (hidden: "
+          "runs 2024-03-15)", 3, ("draft",), _dag_partitions_by_date, public=False, timeout=180),
+)
+_LAB_1_2 = (
+    _public(checks.flatten_batch, "flatten", 1, ("flatten",),
+            lambda ns: checks.flatten_batch(ns["flatten"])),
+    _public(checks.gradient, "gradient", 1, ("grad_by_hand", "grad_by_autograd"),
+            lambda ns: checks.gradient(ns["grad_by_hand"], ns["grad_by_autograd"])),
+    _public(checks.model_output, "model_output", 2, ("MyMLP",),
+            lambda ns: checks.model_output(ns["MyMLP"]())),
+    Check("mlp_layer_sizes", "MyMLP has the 784→128→10 layers asked for", 1, ("MyMLP",),
+          _mlp_layer_sizes, public=False, required=False),
+    _public(checks.data_loader, "data_loader", 1, ("make_loader",),
+            lambda ns: checks.data_loader(ns["make_loader"](_synthetic_split(), 32), 32)),
+    _public(checks.train_loop, "train_loop", 3, ("train_epoch",),
+            lambda ns: checks.train_loop(ns["train_epoch"])),
+    _public(checks.evaluate_loop, "evaluate_loop", 2, ("evaluate",),
+            lambda ns: checks.evaluate_loop(ns["evaluate"])),
+    Check("learns_mnist", f"your pieces learn MNIST: ≥ {LEARN_THRESHOLD:.0%} after one epoch "
+          "(hidden)", 2, ("MyMLP", "make_loader", "train_epoch"), _learns_mnist, public=False),
+    _public(checks.same_predictions, "checkpoint_roundtrip", 1, ("my_model", "reloaded"),
+            _same_predictions),
+)
+_LAB_1_3 = (
+    _public(checks.my_config, "my_config", 3, ("my_config_yaml",),
+            lambda ns: checks.my_config(ns["my_config_yaml"])),
+    Check("only_what_was_asked", "your config changes nothing else (hidden)", 1,
+          ("my_config_yaml",), _config_changes_only_what_was_asked, public=False,
+          required=False),
+)
+# fmt: on
 
 LABS: dict[str, Lab] = {
     lab.id: lab
     for lab in (
-        Lab(
-            id="0",
-            title="00 · The MLOps lifecycle and four habits",
-            notebook="00_mlops_lifecycle.ipynb",
-            heading=re.compile(r"^#\s*00\b"),
-            parameters={"config_path": "configs/smoke.yaml"},
-            checks=(
-                _public(
-                    checks.idempotent_writer,
-                    "idempotent_writer",
-                    1,
-                    ("write_totals",),
-                    lambda ns: checks.idempotent_writer(ns["write_totals"]),
-                ),
-                Check(
-                    "write_replaces",
-                    "a second write replaces the first (hidden case)",
-                    1,
-                    ("write_totals",),
-                    _write_totals_replaces,
-                    public=False,
-                ),
-                _public(
-                    checks.partition_path,
-                    "partition_path",
-                    1,
-                    ("partition_path",),
-                    lambda ns: checks.partition_path(ns["partition_path"]),
-                ),
-                Check(
-                    "real_dates_only",
-                    "partition path accepts real dates only (hidden cases)",
-                    1,
-                    ("partition_path",),
-                    _partition_rejects_impossible_dates,
-                    public=False,
-                ),
-                _public(
-                    checks.explicit_accuracy,
-                    "explicit_accuracy",
-                    1,
-                    ("accuracy",),
-                    lambda ns: checks.explicit_accuracy(ns["accuracy"]),
-                ),
-            ),
-        ),  # fmt: skip
-        Lab(
-            id="1.1",
-            title="Lab 1.1 · Your first Airflow DAG",
-            notebook="01_lab1_1_first_airflow_dag.ipynb",
-            heading=re.compile(r"^#\s*Lab 1\.1\b"),
-            parameters={"config_path": "configs/smoke.yaml", "ds": "2024-01-01"},
-            checks=(
-                _public(
-                    checks.schedule_preset,
-                    "schedule_preset",
-                    1,
-                    ("schedule",),
-                    lambda ns: checks.schedule_preset(ns["schedule"]),
-                ),
-                _public(
-                    checks.lab1_1_dag,
-                    "dag_structure",
-                    3,
-                    ("draft",),
-                    lambda ns: checks.lab1_1_dag(_dag_file(ns)),
-                ),
-                _public(
-                    checks.all_succeeded,
-                    "all_succeeded",
-                    1,
-                    ("states",),
-                    lambda ns: checks.all_succeeded(ns["states"]),
-                ),
-                Check(
-                    "partitions_by_date",
-                    "the DAG writes a new day's partitions, rerun-safe (hidden: runs 2024-03-15)",
-                    3,
-                    ("draft",),
-                    _dag_partitions_by_date,
-                    public=False,
-                    timeout=180,
-                ),
-            ),
-        ),  # fmt: skip
-        Lab(
-            id="1.2",
-            title="Lab 1.2 · Training a PyTorch model on MNIST",
-            notebook="02_lab1_2_pytorch_training.ipynb",
-            heading=re.compile(r"^#\s*Lab 1\.2\b"),
-            parameters={"config_path": "configs/smoke.yaml"},
-            checks=(
-                _public(
-                    checks.flatten_batch,
-                    "flatten",
-                    1,
-                    ("flatten",),
-                    lambda ns: checks.flatten_batch(ns["flatten"]),
-                ),
-                _public(
-                    checks.gradient,
-                    "gradient",
-                    1,
-                    ("grad_by_hand", "grad_by_autograd"),
-                    lambda ns: checks.gradient(ns["grad_by_hand"], ns["grad_by_autograd"]),
-                ),
-                _public(
-                    checks.model_output,
-                    "model_output",
-                    2,
-                    ("MyMLP",),
-                    lambda ns: checks.model_output(ns["MyMLP"]()),
-                ),
-                Check(
-                    "mlp_layer_sizes",
-                    "MyMLP has the 784→128→10 layers asked for",
-                    1,
-                    ("MyMLP",),
-                    _mlp_layer_sizes,
-                    public=False,
-                    required=False,
-                ),
-                _public(
-                    checks.data_loader,
-                    "data_loader",
-                    1,
-                    ("make_loader",),
-                    lambda ns: checks.data_loader(ns["make_loader"](_synthetic_split(), 32), 32),
-                ),
-                _public(
-                    checks.train_loop,
-                    "train_loop",
-                    3,
-                    ("train_epoch",),
-                    lambda ns: checks.train_loop(ns["train_epoch"]),
-                ),
-                _public(
-                    checks.evaluate_loop,
-                    "evaluate_loop",
-                    2,
-                    ("evaluate",),
-                    lambda ns: checks.evaluate_loop(ns["evaluate"]),
-                ),
-                Check(
-                    "learns_mnist",
-                    f"your pieces learn MNIST: ≥ {LEARN_THRESHOLD:.0%} after one epoch (hidden)",
-                    2,
-                    ("MyMLP", "make_loader", "train_epoch"),
-                    _learns_mnist,
-                    public=False,
-                ),
-                _public(
-                    checks.same_predictions,
-                    "checkpoint_roundtrip",
-                    1,
-                    ("my_model", "reloaded"),
-                    _same_predictions,
-                ),
-            ),
-        ),  # fmt: skip
-        Lab(
-            id="1.3",
-            title="Lab 1.3 · Config-driven training",
-            notebook="03_lab1_3_config_driven_training.ipynb",
-            heading=re.compile(r"^#\s*Lab 1\.3\b"),
-            # The sweep runs package code, not the learner's, four more notebooks deep: it
-            # would make grading one submission a minute instead of seconds.
-            parameters={"config_path": "configs/smoke.yaml", "overrides": [], "sweep": False},
-            checks=(
-                _public(
-                    checks.my_config,
-                    "my_config",
-                    3,
-                    ("my_config_yaml",),
-                    lambda ns: checks.my_config(ns["my_config_yaml"]),
-                ),
-                Check(
-                    "only_what_was_asked",
-                    "your config changes nothing else (hidden)",
-                    1,
-                    ("my_config_yaml",),
-                    _config_changes_only_what_was_asked,
-                    public=False,
-                    required=False,
-                ),
-            ),
-        ),  # fmt: skip
+        Lab("0", "00 · The MLOps lifecycle and four habits", "00_mlops_lifecycle.ipynb",
+            re.compile(r"^#\s*00\b"), {"config_path": "configs/smoke.yaml"}, _LAB_0),
+        Lab("1.1", "Lab 1.1 · Your first Airflow DAG", "01_lab1_1_first_airflow_dag.ipynb",
+            re.compile(r"^#\s*Lab 1\.1\b"),
+            {"config_path": "configs/smoke.yaml", "ds": "2024-01-01"}, _LAB_1_1),
+        Lab("1.2", "Lab 1.2 · Training a PyTorch model on MNIST",
+            "02_lab1_2_pytorch_training.ipynb", re.compile(r"^#\s*Lab 1\.2\b"),
+            {"config_path": "configs/smoke.yaml"}, _LAB_1_2),
+        # The sweep runs package code, not the learner's, four notebooks deep: grading with
+        # it would take a minute instead of ten seconds.
+        Lab("1.3", "Lab 1.3 · Config-driven training", "03_lab1_3_config_driven_training.ipynb",
+            re.compile(r"^#\s*Lab 1\.3\b"),
+            {"config_path": "configs/smoke.yaml", "overrides": [], "sweep": False}, _LAB_1_3),
     )
-}
+}  # fmt: skip
 
 
 def run_in_kernel(namespace: Namespace, lab_id: str, check_id: str) -> None:

@@ -127,6 +127,34 @@ def test_lab1_1_runs_and_is_idempotent(dagbag, sandbox):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("dagbag", "sandbox")  # the database, a project to write into
+def test_run_dag_schedules_a_draft_as_written_outside_the_dags_folder(tmp_path):
+    """Lab 1.1 runs its draft before promoting it. Airflow 3's dag.test() schedules the
+    serialised DAG from the dags folder; run_dag must serialise the draft itself, so a DAG
+    that is not in dags/ yet runs, with the draft's own dependencies."""
+    from airflow.models.serialized_dag import SerializedDagModel
+
+    from shared import airflow_local
+
+    source = (REPO / "dags" / "lab1_1_first_dag.py").read_text()
+    edits = {
+        'dag_id="lab1_1_first_dag"': 'dag_id="lab1_1_draft_only"',
+        "[numbers, announce] >> summarize(numbers)": "summarize(numbers)",  # no fan-in
+    }
+    for old, new in edits.items():
+        assert old in source
+        source = source.replace(old, new)
+    draft = tmp_path / "drafts" / "lab1_1_draft_only.py"
+    draft.parent.mkdir()
+    draft.write_text(source)
+    dag = airflow_local.load_dag_file(draft).get_dag("lab1_1_draft_only")
+    states = airflow_local.run_dag(dag, DS)
+    assert states == {t: "success" for t in ("announce", "make_numbers", "summarize")}
+    scheduled = SerializedDagModel.get_dag("lab1_1_draft_only")
+    assert set(scheduled.get_task("summarize").upstream_task_ids) == {"make_numbers"}
+
+
+@pytest.mark.slow
 def test_training_pipeline_end_to_end_and_idempotent(dagbag, sandbox):
     states, dr = run(dagbag, "mnist_training_pipeline", SMOKE)
     assert states == {t: ("success", 1) for t in EXPECTED_STRUCTURE["mnist_training_pipeline"]}
