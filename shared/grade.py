@@ -324,9 +324,9 @@ def _check_cell(lab: Lab, check_id: str) -> nbformat.NotebookNode:
     )
 
 
-def _prepare(nb: nbformat.NotebookNode, lab: Lab) -> tuple[nbformat.NotebookNode, list[int | None]]:
-    """The notebook to execute (parameters injected, check cells appended) and, per cell,
-    its number in the submission (None for cells the grader added)."""
+def _prepare(nb: nbformat.NotebookNode, lab: Lab) -> tuple[nbformat.NotebookNode, list[int]]:
+    """The notebook to execute (parameters injected, check cells appended) and, per cell
+    of the submission, its number as the learner counts it (1 = the top cell)."""
     import copy
 
     from papermill.parameterize import parameterize_notebook
@@ -337,8 +337,12 @@ def _prepare(nb: nbformat.NotebookNode, lab: Lab) -> tuple[nbformat.NotebookNode
         cell.metadata.setdefault("tags", [])  # papermill reads every cell's tags
     run.metadata.setdefault("papermill", {})
     run = parameterize_notebook(run, lab.parameters, kernel_name=KERNEL_NAME, language="python")
+    numbers, last = [], 0
+    for cell in run.cells:  # the injected cell counts as the parameters cell it follows
+        last = cell.metadata.pop("workbook_cell", last)
+        numbers.append(last)
     run.cells.extend(_check_cell(lab, c.id) for c in lab.checks)
-    return run, [c.metadata.pop("workbook_cell", None) for c in run.cells]
+    return run, numbers
 
 
 def _classify(content: dict[str, Any], what: str) -> tuple[str, str]:
@@ -355,6 +359,59 @@ def _classify(content: dict[str, Any], what: str) -> tuple[str, str]:
     return FAIL, _last_line(content)  # the learner's code raised while being checked
 
 
+def _run_cell(client, cell, index: int, seconds: float) -> dict[str, Any]:
+    """Execute one cell with a time limit; its reply ({"status", "ename", ...})."""
+    client.timeout = max(1, int(seconds))
+    client.execute_cell(cell, index)
+    return client.replies.get(index, {})
+
+
+def _kernel_answers(client, run_nb) -> bool:
+    """After an interrupt: does the kernel run a trivial cell within INTERRUPT_GRACE?"""
+    run_nb.cells.append(nbformat.v4.new_code_cell("pass"))
+    try:
+        reply = _run_cell(client, run_nb.cells[-1], len(run_nb.cells) - 1, INTERRUPT_GRACE)
+    finally:
+        run_nb.cells.pop()
+    return reply.get("ename") != "Timeout"
+
+
+def _run_submission(client, run_nb, numbers, timeout: int, report: Report) -> None:
+    """The submission's own cells, in order, within ``timeout`` seconds altogether."""
+    deadline = time.monotonic() + timeout
+    for index, cell in enumerate(run_nb.cells):
+        if CHECK_TAG in cell.metadata.get("tags", []) or cell.cell_type != "code":
+            continue
+        remaining = deadline - time.monotonic()
+        reply = _run_cell(client, cell, index, remaining) if remaining > 0 else {}
+        if remaining <= 0 or reply.get("ename") == "Timeout":
+            report.status = "timeout"
+            report.errors.append(
+                ExecutionError(numbers[index], f"timed out after {timeout} s", True)
+            )
+            return
+        if reply.get("status") == "error":
+            stop = reply.get("ename") not in EXERCISE_ERRORS
+            report.errors.append(ExecutionError(numbers[index], _last_line(reply), stop))
+            if stop:
+                return
+
+
+def _run_checks(client, run_nb, lab: Lab) -> tuple[dict[str, tuple[str, str]], str]:
+    """The appended check cells: {check id: (status, hint)}, and why the rest did not run."""
+    results: dict[str, tuple[str, str]] = {}
+    for index, cell in enumerate(run_nb.cells):
+        if CHECK_TAG not in cell.metadata.get("tags", []):
+            continue
+        check = lab.check(cell.metadata["workbook_check"])
+        reply = _run_cell(client, cell, index, check.timeout)
+        if reply.get("ename") == "Timeout":
+            results[check.id] = (FAIL, f"the check timed out after {check.timeout} s")
+            return results, "an earlier check timed out"
+        results[check.id] = _classify(reply, check.what)
+    return results, ""
+
+
 def _execute(run_nb, numbers, lab: Lab, box, timeout: int, report: Report, threads=None) -> None:
     """Run the submission's cells, then the check cells, filling ``report``."""
     from nbclient.exceptions import DeadKernelError
@@ -362,8 +419,8 @@ def _execute(run_nb, numbers, lab: Lab, box, timeout: int, report: Report, threa
     client = _client_class()(
         run_nb,
         kernel_name=KERNEL_NAME,
-        allow_errors=True,  # the grader decides below which errors stop the run
-        interrupt_on_timeout=True,
+        allow_errors=True,  # the grader decides which errors stop the run
+        interrupt_on_timeout=True,  # past its time a cell is interrupted, like the ■ button
         error_on_timeout={"ename": "Timeout", "evalue": "", "traceback": []},
         shutdown_kernel="immediate",
         startup_timeout=120,
@@ -377,52 +434,14 @@ def _execute(run_nb, numbers, lab: Lab, box, timeout: int, report: Report, threa
             open(box["root"] / "kernel.log", "w") as log,
             client.setup_kernel(env=kernel_env(box, threads), cwd=str(box["cwd"]), stderr=log),
         ):
-            deadline = time.monotonic() + timeout
-            for index, cell in enumerate(run_nb.cells):
-                if CHECK_TAG in cell.metadata.get("tags", []) or cell.cell_type != "code":
-                    continue
-                remaining = deadline - time.monotonic()
-                client.timeout = max(1, int(remaining))
-                client.execute_cell(cell, index) if remaining > 0 else None
-                content = client.replies.get(index, {})
-                if remaining <= 0 or content.get("ename") == "Timeout":
-                    report.status = "timeout"
-                    report.errors.append(
-                        ExecutionError(numbers[index] or 0, f"timed out after {timeout} s", True)
-                    )
-                    break
-                if content.get("status") == "error":
-                    stop = content.get("ename") not in EXERCISE_ERRORS
-                    report.errors.append(
-                        ExecutionError(numbers[index] or 0, _last_line(content), stop)
-                    )
-                    if stop:
-                        break
-            if report.status == "timeout":
-                # Interrupted like the stop button; a kernel that ignores it is killed.
-                client.timeout = INTERRUPT_GRACE
-                ping = nbformat.v4.new_code_cell("pass")
-                run_nb.cells.append(ping)
-                client.execute_cell(ping, len(run_nb.cells) - 1)
-                run_nb.cells.pop()
-                if client.replies.get(len(run_nb.cells), {}).get("ename") == "Timeout":
-                    reason = f"the kernel ignored the interrupt at {timeout} s and was killed"
-                    report.message = reason
-                else:
-                    report.message = (
-                        f"interrupted after {timeout} s; the checks ran on what it had defined"
-                    )
-            for index, cell in enumerate(run_nb.cells):
-                if reason or CHECK_TAG not in cell.metadata.get("tags", []):
-                    continue
-                check_id = cell.metadata["workbook_check"]
-                client.timeout = lab.check(check_id).timeout
-                client.execute_cell(cell, index)
-                content = client.replies.get(index, {})
-                results[check_id] = _classify(content, lab.check(check_id).what)
-                if content.get("ename") == "Timeout":
-                    results[check_id] = (FAIL, f"the check timed out after {client.timeout} s")
-                    reason = "an earlier check timed out"
+            _run_submission(client, run_nb, numbers, timeout, report)
+            if report.status == "timeout" and not _kernel_answers(client, run_nb):
+                reason = f"the kernel ignored the interrupt at {timeout} s and was killed"
+                report.message = reason
+            elif report.status == "timeout":
+                report.message = f"interrupted after {timeout} s; the checks ran on what it defined"
+            if not reason:
+                results, reason = _run_checks(client, run_nb, lab)
     except DeadKernelError:
         report.status = "kernel died"
         log = (box["root"] / "kernel.log").read_text(errors="replace").strip().splitlines()
@@ -431,7 +450,7 @@ def _execute(run_nb, numbers, lab: Lab, box, timeout: int, report: Report, threa
         report.message = reason + (f"; its last words: {last[0][:200]}" if last else "")
     report.output_truncated = client.truncated
     for c in lab.checks:
-        status, hint = results.get(c.id, (NOT_RUN, reason or "the kernel stopped"))
+        status, hint = results.get(c.id, (NOT_RUN, reason))
         report.checks.append(
             CheckResult(
                 c.id, c.what, status, c.points if status == PASS else 0, c.points,
