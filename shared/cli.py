@@ -246,21 +246,12 @@ def _cmd_grade(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         return EXIT_OK if report.passed else EXIT_FAIL
 
-    def line(report: grade.Report) -> None:
-        if not args.json:
-            failed = [c.id for c in report.checks if c.status != grade.PASS]
-            verdict = "pass" if report.passed else f"FAIL {report.status}"
-            detail = (
-                f" ({', '.join(failed)})"
-                if failed
-                else f" ({report.message})" * bool(report.message)
-            )
-            tqdm_write(f"{Path(report.notebook).name}: {report.score}/{report.max_score} "
-                       f"{verdict}{detail}")  # fmt: skip
-
     from tqdm.auto import tqdm
 
-    tqdm_write = tqdm.write
+    def line(report: grade.Report) -> None:
+        if not args.json:
+            tqdm.write(report.summary_line())  # above the progress bar
+
     executed = args.executed
     if executed is None and args.out is not None:
         executed = Path(args.out).with_suffix("").as_posix() + "-executed"

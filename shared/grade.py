@@ -112,6 +112,16 @@ class Report:
         out.update(score=self.score, max_score=self.max_score, passed=self.passed)
         return out
 
+    def summary_line(self) -> str:
+        """One line for a batch: name, score, and what failed."""
+        name = Path(self.notebook).name
+        if not self.gradable:
+            return f"{name}: not graded ({self.status}): {self.message}"
+        failed = [c.id for c in self.checks if c.status != PASS and c.required]
+        status = "" if self.status == "graded" else f" ({self.status})"
+        verdict = "pass" if self.passed else f"fail{status}: {', '.join(failed)}"
+        return f"{name}: {self.score}/{self.max_score} {verdict}"
+
     def format(self) -> str:
         """The human report: one line per check, the score, any execution error."""
         lines = [f"{self.notebook}: {self.title or 'lab ' + str(self.lab)}"]

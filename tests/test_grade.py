@@ -220,6 +220,11 @@ def test_results_table_has_a_row_per_submission_and_a_column_per_check(tmp_path)
     assert "3 submissions; 1 pass every required check; 1 could not be graded" in md
     assert "| b.ipynb | 1.2 | graded | 0 | 2 | False | ✗ | – |" in md
     assert json.loads(written["json"].read_text())[1]["score"] == 0
+    assert [r.summary_line() for r in reports] == [
+        "a.ipynb: 2/2 pass",
+        "b.ipynb: 0/2 fail: flatten, train_loop",
+        "c.ipynb: not graded (unreadable): c.ipynb is not a notebook",
+    ]
 
 
 # --------------------------------------------------------------------------- real grading
@@ -321,6 +326,8 @@ def test_a_batch_of_buggy_and_hostile_submissions(tmp_path, sandbox):
     out = workbook("grade", str(subs), "--out", str(results), "--jobs", "2", "--timeout", "240")
     assert out.returncode == 1, out.stderr
     assert "grading" in out.stderr  # the progress bar
+    assert "not_json.ipynb: not graded (unreadable)" in out.stdout  # a line per submission
+    assert "no_optimizer_step.ipynb: 9/14 fail: train_loop, learns_mnist" in out.stdout
     reports = {
         Path(r["notebook"]).stem: r for r in json.loads(results.with_suffix(".json").read_text())
     }
