@@ -124,7 +124,9 @@ class Report:
 
     def format(self) -> str:
         """The human report: one line per check, the score, any execution error."""
-        lines = [f"{self.notebook}: {self.title or 'lab ' + str(self.lab)}"]
+        lines = [
+            f"{self.notebook}: {self.title or (f'lab {self.lab}' if self.lab else 'lab not determined')}"
+        ]
         if not self.gradable:
             return "\n".join([*lines, f"  cannot grade: {self.message}"])
         width = max((len(c.id) for c in self.checks), default=0)
@@ -219,11 +221,14 @@ def make_sandbox(root: Path, source: Path | None = None) -> dict[str, Path]:
     """A throw-away project under ``root``: configs and MNIST copied from ``source`` (the
     project root), empty dags/, labs/ as the working folder, its own home and temp."""
     source = source or paths.project_root()
+    mnist = source / "data" / "MNIST" / "raw"
+    if not mnist.is_dir():
+        raise FileNotFoundError(f"{mnist}: MNIST is not provisioned; run `make setup` first")
     project = root / "project"
     shutil.copytree(source / "configs", project / "configs")
     raw = project / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for f in sorted((source / "data" / "MNIST" / "raw").iterdir()):
+    for f in sorted(mnist.iterdir()):
         if f.is_file() and not f.name.endswith(".gz"):
             shutil.copyfile(f, raw / f.name)
     for d in ("dags", "labs", ".airflow"):
@@ -514,7 +519,9 @@ def grade_safely(
     try:
         return grade(notebook, lab_id, timeout, executed_to, threads)
     except Exception as exc:
-        return Report(str(notebook), lab_id, status="grader error", message=repr(exc))
+        return Report(
+            str(notebook), lab_id, status="grader error", message=f"{type(exc).__name__}: {exc}"
+        )
 
 
 # --------------------------------------------------------------------------- batches

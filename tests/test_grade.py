@@ -140,6 +140,13 @@ def test_a_notebook_for_another_lab_is_refused_with_exit_2():
     assert "is Lab 1.1 · Your first Airflow DAG, not lab 1.2" in out.stdout
 
 
+def test_a_machine_without_mnist_is_a_grader_error_not_a_traceback(tmp_path):
+    out = workbook("grade", str(SOLUTIONS["0"]), env={**os.environ, "WORKBOOK_ROOT": str(tmp_path)})
+    assert out.returncode == 1
+    assert "cannot grade: FileNotFoundError" in out.stdout and "make setup" in out.stdout
+    assert "Traceback" not in out.stderr
+
+
 def test_bad_usage_exits_2(tmp_path):
     assert workbook("grade", str(SOLUTIONS["1.2"]), "--lab", "9.9").returncode == 2
     assert workbook("grade", str(SOLUTIONS["1.2"]), "--timeout", "0").returncode == 2
