@@ -33,6 +33,7 @@ from typing import Any
 import nbformat
 
 from shared import paths
+from shared.guard import ROOTS_ENV, SITECUSTOMIZE
 from shared.notebooks import KERNEL_NAME
 from shared.suites import LABS, Lab
 
@@ -235,21 +236,13 @@ def make_sandbox(root: Path, source: Path | None = None) -> dict[str, Path]:
         (project / d).mkdir()
     for d in ("home", "tmp", "guard"):
         (root / d).mkdir()
-    (root / "guard" / "sitecustomize.py").write_text(guard_source())
+    (root / "guard" / "sitecustomize.py").write_text(SITECUSTOMIZE)
     return {"root": root, "project": project, "cwd": project / "labs"}
-
-
-def guard_source() -> str:
-    from shared.guard import SITECUSTOMIZE
-
-    return SITECUSTOMIZE
 
 
 def kernel_env(box: dict[str, Path], threads: int | None = None) -> dict[str, str]:
     """The kernel's environment: every path it writes to points into the sandbox; with
     ``threads``, torch's CPU thread pool is capped (kernels grading side by side)."""
-    from shared.guard import ROOTS_ENV
-
     root, project = box["root"], box["project"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     pythonpath = [str(root / "guard"), env.get("PYTHONPATH", "")]
