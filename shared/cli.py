@@ -224,7 +224,7 @@ def _grade_inputs(names: Sequence[str]) -> list[Path]:
 def _cmd_grade(args: argparse.Namespace) -> int:
     import json
 
-    from shared import grade
+    from shared import grade, gradebook
     from shared.suites import LABS
 
     if args.lab is not None and args.lab not in LABS:
@@ -248,7 +248,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    def line(report: grade.Report) -> None:
+    def line(report: gradebook.Report) -> None:
         if not args.json:
             tqdm.write(report.summary_line())  # above the progress bar
 
@@ -261,7 +261,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], indent=2))
     if args.out is not None:
-        written = grade.write_results(reports, args.out)
+        written = gradebook.write_results(reports, args.out)
         print(f"results: {', '.join(str(p) for p in written.values())}; executed notebooks in "
               f"{executed}/", file=sys.stderr)  # fmt: skip
     passed = sum(r.passed for r in reports)

@@ -18,21 +18,18 @@ The sandbox is deleted afterwards; nothing outside it changes.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
 from shared import paths
+from shared.gradebook import FAIL, NOT_RUN, PASS, CheckResult, ExecutionError, Report
 from shared.guard import ROOTS_ENV, SITECUSTOMIZE
 from shared.notebooks import KERNEL_NAME
 from shared.suites import LABS, Lab
@@ -47,8 +44,6 @@ INTERRUPT_GRACE = 10
 DEFAULT_TIMEOUT = 300
 CHECK_TAG = "workbook-grade-check"
 
-PASS, FAIL, NOT_RUN = "pass", "fail", "not run"
-
 
 class GradeInputError(ValueError):
     """The submission cannot be graded as given; ``status`` is "unreadable" or "wrong lab"."""
@@ -56,108 +51,6 @@ class GradeInputError(ValueError):
     def __init__(self, message: str, status: str = "unreadable") -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass
-class CheckResult:
-    id: str
-    what: str
-    status: str
-    points: int
-    max_points: int
-    required: bool
-    public: bool
-    hint: str = ""
-
-
-@dataclass
-class ExecutionError:
-    cell: int  # 1-based position in the submitted notebook, markdown cells included
-    error: str  # "Ename: last line of the message"
-    stopped: bool  # execution stopped here (an exercise failure does not stop it)
-
-
-@dataclass
-class Report:
-    notebook: str
-    lab: str | None
-    title: str = ""
-    status: str = "graded"  # graded | timeout | kernel died | unreadable | wrong lab | grader error
-    message: str = ""
-    checks: list[CheckResult] = field(default_factory=list)
-    errors: list[ExecutionError] = field(default_factory=list)
-    output_truncated: bool = False
-    seconds: float = 0.0
-
-    @property
-    def score(self) -> int:
-        return sum(c.points for c in self.checks)
-
-    @property
-    def max_score(self) -> int:
-        return sum(c.max_points for c in self.checks)
-
-    @property
-    def passed(self) -> bool:
-        """Every required check passed (the single-notebook exit code is 0)."""
-        return self.status in ("graded", "timeout", "kernel died") and all(
-            c.status == PASS for c in self.checks if c.required
-        )
-
-    @property
-    def gradable(self) -> bool:
-        return self.status not in ("unreadable", "wrong lab", "grader error")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.update(score=self.score, max_score=self.max_score, passed=self.passed)
-        return out
-
-    def summary_line(self) -> str:
-        """One line for a batch: name, score, and what failed."""
-        name = Path(self.notebook).name
-        if not self.gradable:
-            return f"{name}: not graded ({self.status}): {self.message}"
-        failed = [c.id for c in self.checks if c.status != PASS and c.required]
-        status = "" if self.status == "graded" else f" ({self.status})"
-        verdict = "pass" if self.passed else f"fail{status}: {', '.join(failed)}"
-        return f"{name}: {self.score}/{self.max_score} {verdict}"
-
-    def format(self) -> str:
-        """The human report: one line per check, the score, any execution error."""
-        lines = [
-            f"{self.notebook}: {self.title or (f'lab {self.lab}' if self.lab else 'lab not determined')}"
-        ]
-        if not self.gradable:
-            return "\n".join([*lines, f"  cannot grade: {self.message}"])
-        width = max((len(c.id) for c in self.checks), default=0)
-        for c in self.checks:
-            mark = {PASS: "PASS", FAIL: "FAIL", NOT_RUN: "----"}[c.status]
-            tail = "" if c.required else " (optional)"
-            # a pass says what was checked; a failure says what is wrong and how to fix it
-            text = c.what if c.status == PASS or not c.hint else c.hint
-            status = "not run: " if c.status == NOT_RUN else ""
-            lines.append(
-                f"  {mark}  {c.id:<{width}}  {c.points}/{c.max_points}{tail}  {status}{text}"
-            )
-        required = [c for c in self.checks if c.required]
-        ok = sum(c.status == PASS for c in required)
-        lines.append(
-            f"  score {self.score}/{self.max_score}; required checks passed: {ok}/{len(required)}"
-            f"; {self.seconds:.1f} s"
-        )
-        exercise_errors = [e.cell for e in self.errors if not e.stopped]
-        if exercise_errors:  # their checks above say what is wrong
-            cells = ", ".join(map(str, exercise_errors))
-            lines.append(f"  exercise cells that raised (self-check or stub): {cells}")
-        for e in self.errors:
-            if e.stopped:
-                lines.append(f"  execution stopped at cell {e.cell}: {e.error}")
-        if self.message:
-            lines.append(f"  {self.message}")
-        if self.output_truncated:
-            lines.append(f"  output beyond {OUTPUT_CAP // 1_000_000} MB was dropped")
-        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- input
@@ -555,75 +448,3 @@ def grade_many(
             if on_report:
                 on_report(report)
     return reports
-
-
-def _columns(reports: Sequence[Report]) -> list[str]:
-    ids: list[str] = []
-    for r in reports:
-        ids += [c.id for c in r.checks if c.id not in ids]
-    return ids
-
-
-def table(reports: Sequence[Report]) -> tuple[list[str], list[dict[str, Any]]]:
-    """One row per submission, one column per check (pass / fail / not run)."""
-    checks = _columns(reports)
-    header = ["submission", "lab", "status", "score", "max_score", "passed", *checks, "error"]
-    rows = []
-    for r in reports:
-        by_id = {c.id: c.status for c in r.checks}
-        stop = next((e for e in r.errors if e.stopped), None)
-        problem = f"cell {stop.cell}: {stop.error}" if stop else r.message
-        rows.append(
-            {
-                "submission": Path(r.notebook).name, "lab": r.lab or "", "status": r.status,
-                "score": r.score, "max_score": r.max_score, "passed": r.passed,
-                **{c: by_id.get(c, "") for c in checks}, "error": problem,
-            }
-        )  # fmt: skip
-    return header, rows
-
-
-def to_csv(reports: Sequence[Report]) -> str:
-    header, rows = table(reports)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def to_markdown(reports: Sequence[Report]) -> str:
-    header, rows = table(reports)
-    symbol = {PASS: "✓", FAIL: "✗", NOT_RUN: "–", "": ""}
-    graded = [r for r in reports if r.gradable]
-    lines = [
-        "# Grading summary",
-        "",
-        f"{len(reports)} submissions; {sum(r.passed for r in reports)} pass every required "
-        f"check; {len(reports) - len(graded)} could not be graded.",
-        "",
-        "✓ pass · ✗ fail · – not run",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for row in rows:
-        cells = [symbol.get(v, v) if k not in ("status", "error") else v for k, v in row.items()]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_results(reports: Sequence[Report], out_csv: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write the CSV and, beside it, a markdown summary and the full reports as JSON."""
-    from shared.io import atomic_write_text
-
-    out_csv = Path(out_csv)
-    written = {
-        "csv": out_csv,
-        "md": out_csv.with_suffix(".md"),
-        "json": out_csv.with_suffix(".json"),
-    }
-    atomic_write_text(written["csv"], to_csv(reports))
-    atomic_write_text(written["md"], to_markdown(reports))
-    atomic_write_text(written["json"], json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
-    return written

@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from shared import grade, guard, suites
+from shared import grade, gradebook, guard, suites
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = {lab.id: REPO / "solutions" / lab.notebook for lab in suites.LABS.values()}
@@ -201,10 +201,10 @@ def test_guard_is_active_in_a_python_process_started_with_the_sandbox_env(tmp_pa
     assert outside.read_text() == "precious" and (box / "ok.txt").read_text() == "fine"
 
 
-def _report(name: str, lab: str, checks: list[tuple[str, str]], **kw) -> grade.Report:
-    return grade.Report(
+def _report(name: str, lab: str, checks: list[tuple[str, str]], **kw) -> gradebook.Report:
+    return gradebook.Report(
         name, lab, title=f"Lab {lab}",
-        checks=[grade.CheckResult(i, i, s, 1 if s == "pass" else 0, 1, True, True, "h")
+        checks=[gradebook.CheckResult(i, i, s, 1 if s == "pass" else 0, 1, True, True, "h")
                 for i, s in checks],
         **kw,
     )  # fmt: skip
@@ -214,10 +214,10 @@ def test_results_table_has_a_row_per_submission_and_a_column_per_check(tmp_path)
     reports = [
         _report("a.ipynb", "1.2", [("flatten", "pass"), ("train_loop", "pass")]),
         _report("b.ipynb", "1.2", [("flatten", "fail"), ("train_loop", "not run")],
-                errors=[grade.ExecutionError(7, "NameError: name 'x' is not defined", True)]),
-        grade.Report("c.ipynb", None, status="unreadable", message="c.ipynb is not a notebook"),
+                errors=[gradebook.ExecutionError(7, "NameError: name 'x' is not defined", True)]),
+        gradebook.Report("c.ipynb", None, status="unreadable", message="c.ipynb is not a notebook"),
     ]  # fmt: skip
-    written = grade.write_results(reports, tmp_path / "results.csv")
+    written = gradebook.write_results(reports, tmp_path / "results.csv")
     rows = list(csv.DictReader(written["csv"].open()))
     assert [r["submission"] for r in rows] == ["a.ipynb", "b.ipynb", "c.ipynb"]
     assert rows[0]["flatten"] == "pass" and rows[0]["passed"] == "True"
