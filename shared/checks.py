@@ -271,25 +271,35 @@ def same_predictions(model, reloaded, images) -> None:
 # --------------------------------------------------------------------------- 03 configs
 
 
-@_check("your YAML config loads and says what was asked")
-def my_config(text: str) -> None:
-    from shared.config import ConfigError, load_config
+def config_from_text(text: str):
+    """Load a learner's YAML text as a Config (ConfigError if it does not load).
+
+    The text is written beside the real configs so `extends: default.yaml` resolves, as
+    ".yaml.tmp" so no glob for "*.yaml" ever picks it up, even if the kernel dies before the
+    file is removed.
+    """
+    from shared.config import load_config
     from shared.paths import project_root
 
-    # Beside the real configs so `extends: default.yaml` resolves; ".yaml.tmp" so no glob for
-    # "*.yaml" ever picks it up, even if the kernel dies before the finally.
     fd, name = tempfile.mkstemp(
         prefix=".check-", suffix=".yaml.tmp", dir=project_root() / "configs"
     )
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        try:
-            cfg = load_config(name)
-        except ConfigError as exc:
-            _fail(f"your config does not load: {str(exc).split(': ', 1)[-1]}")
+        return load_config(name)
     finally:
         os.unlink(name)
+
+
+@_check("your YAML config loads and says what was asked")
+def my_config(text: str) -> None:
+    from shared.config import ConfigError
+
+    try:
+        cfg = config_from_text(text)
+    except ConfigError as exc:
+        _fail(f"your config does not load: {str(exc).split(': ', 1)[-1]}")
     assert cfg.model.name == "mlp", f"model.name is {cfg.model.name!r}; expected 'mlp'"
     assert cfg.training.learning_rate == 0.005, (
         f"training.learning_rate is {cfg.training.learning_rate}; expected 0.005"
