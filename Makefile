@@ -14,7 +14,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup demo test lint format lab airflow airflow-stop bench lock clean distclean
+.PHONY: help setup demo test lint format lab airflow airflow-stop screenshots bench lock clean distclean
 
 help: ## list the targets
 	@echo "MLOps Foundations workbook"
@@ -48,6 +48,14 @@ airflow: setup ## the Airflow UI on http://127.0.0.1:8080 (api-server, scheduler
 
 airflow-stop: ## stop exactly the Airflow processes `make airflow` started
 	@scripts/airflow.sh stop
+
+screenshots: setup ## refresh docs/images/ (Lab 1.1's Airflow UI pictures) from a real UI run
+	@scripts/setup-browser.sh
+	@$(BIN)/pytest -q -p no:cacheprovider tests/test_airflow_ui.py
+	@mkdir -p docs/images
+	@for view in grid graph; do \
+		cp artifacts/screenshots/lab1_1_first_dag_$$view.png docs/images/lab1_1_$$view.png; \
+		echo "docs/images/lab1_1_$$view.png"; done
 
 bench: setup ## speed benchmarks (not tests): training and DAG parse times
 	@$(BIN)/workbook bench --dags

@@ -16,8 +16,9 @@ announce ──────┘
 * **summarize** (`@task`) receives the numbers file's *path* through XCom (paths and small
   results travel through XCom, never data) and writes `data/lab1_1/processed/<ds>/summary.json`.
 
-Heavy or project imports sit inside the tasks: the scheduler parses this file every few
-seconds, and everything at module level is paid on every parse.
+Project imports sit inside the tasks: the dag-processor parses this file again every
+`[dag_processor] min_file_process_interval` (30 s by default), and everything at module
+level is paid on every parse.
 
 Run it: `make airflow`, log in, unpause `lab1_1_first_dag`, trigger it with a logical date,
 then open the Grid view to watch the three squares turn green.

@@ -12,8 +12,10 @@ list_configs -> run_notebook (one mapped task per configs/experiments/*.yaml) ->
   has one more mapped task: dynamic task mapping with `.expand`).
 * **run_notebook** executes `solutions/03_lab1_3_config_driven_training.ipynb` with
   papermill, on the project's kernel `mlops-workbook`, with each cell's output in the task
-  log and a per-cell timeout. The executed notebook lands in `runs/<ds>/experiments/`, next
-  to the run folder its training wrote.
+  log and a per-cell timeout. The notebook trains the config with its own
+  `train_from_config` and records the run; the executed notebook lands in
+  `runs/<ds>/experiments/`, next to that run folder. One mapped task runs at a time: each
+  training uses every core, and runs side by side would make their times incomparable.
 * **compare** gathers every run's metrics into `comparison.csv`, `comparison.md` and
   `comparison.png` in the same folder.
 
@@ -62,7 +64,7 @@ def notebook_experiments():
             raise FileNotFoundError("configs/experiments/ has no *.yaml experiment configs")
         return found
 
-    @task(execution_timeout=timedelta(minutes=20))
+    @task(execution_timeout=timedelta(minutes=20), max_active_tis_per_dag=1)
     def run_notebook(config_path: str, ds: str | None = None, params: dict | None = None) -> str:
         from pathlib import Path
 

@@ -49,10 +49,20 @@ else
 fi
 
 # Registered inside the venv (--sys-prefix) so JupyterLab and papermill started from the venv
-# find it, and nothing outside the project is touched.
-if [ ! -f "$VENV/share/jupyter/kernels/$KERNEL_NAME/kernel.json" ]; then
+# find it, and nothing outside the project is touched. The kernel logs at ERROR: at WARNING,
+# every kernel papermill starts (Lab 1.3 starts four) prints "Kernel is running over TCP
+# without encryption" into the learner's cell output. Loopback TCP is how Jupyter talks to a
+# local kernel; the warning is for kernels reached over a network.
+KERNEL_JSON="$VENV/share/jupyter/kernels/$KERNEL_NAME/kernel.json"
+if [ ! -f "$KERNEL_JSON" ] || ! grep -q 'log_level=ERROR' "$KERNEL_JSON"; then
     "$VENV/bin/python" -m ipykernel install --sys-prefix --name "$KERNEL_NAME" \
         --display-name "Python 3.11 (MLOps workbook)" >/dev/null
+    "$VENV/bin/python" - "$KERNEL_JSON" <<'PY'
+import json, sys
+spec = json.load(open(sys.argv[1]))
+spec["argv"].append("--IPKernelApp.log_level=ERROR")
+json.dump(spec, open(sys.argv[1], "w"), indent=1)
+PY
     echo "set-up: registered Jupyter kernel '$KERNEL_NAME'"
 fi
 

@@ -7,8 +7,12 @@ before anything imports airflow (Lab 1.1 calls it in its first code cell).
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,18 @@ def configure() -> dict[str, str]:
     # dag.test() logs every step at INFO into the cell; warnings and errors are what a
     # learner needs to see there (the full logs stay in the UI and in AIRFLOW_HOME/logs).
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    # Airflow 3.3 runs dag.test()'s task API in-process through FastAPI's TestClient, whose
+    # import warns that httpx is deprecated there. It is Airflow's dependency, not the
+    # learner's code, and nothing they can act on: keep it out of their cell output.
+    warnings.filterwarnings(
+        "ignore", message=r"Using `httpx` with `starlette\.testclient` is deprecated"
+    )
+    # Every edit of a DAG file stores a new serialised version of it; Airflow 3.3's
+    # DagRun.serialized_dag relationship then warns (SQLAlchemy) that it found several. The
+    # run uses the right version; the warning is Airflow's internals, not the learner's DAG.
+    warnings.filterwarnings(
+        "ignore", message=r"Multiple rows returned with uselist=False for lazily-loaded attribute"
+    )
     return {k: os.environ[k] for k in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER")}
 
 
@@ -45,23 +61,145 @@ def load_dag_file(path: str | os.PathLike[str]):
     return DagBag(dag_folder=str(path))
 
 
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')
+
+
 def first_import_error(bag) -> str | None:
-    """The last line of the first import error in ``bag`` (what a learner needs), or None."""
+    """The first import error in ``bag`` as a learner needs it, or None: the DAG file, the
+    line in it where the error happened, that line's code, and the error itself::
+
+        broken_dag.py, line 4: from airflow.utils.dates import days_ago
+        ImportError: cannot import name 'days_ago' from 'airflow.utils.dates' (...)
+    """
     if not bag.import_errors:
         return None
-    return next(iter(bag.import_errors.values())).strip().splitlines()[-1]
+    path, text = next(iter(bag.import_errors.items()))
+    lines = text.strip().splitlines()
+    where = ""
+    for i, line in enumerate(lines):
+        frame = _FRAME.match(line)
+        if frame and Path(frame["file"]).name == Path(path).name:
+            code = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            where = f"{Path(path).name}, line {frame['line']}: {code}\n"
+    if not where:
+        where = f"{Path(path).name}: "
+    return where + lines[-1]
 
 
-def run_dag(dag, ds: str, conf: dict[str, Any] | None = None) -> dict[str, str]:
-    """``dag.test()`` for the logical date ``ds`` (YYYY-MM-DD); returns {task_id: state}.
+def parse_seconds(*dag_files: str | os.PathLike[str]) -> dict[str, float]:
+    """How long Airflow's DagBag takes to parse each file, measured in one fresh Python
+    process (files in the order given), as the dag-processor's own child process would.
+
+    A fresh process matters: in a notebook kernel, a module such as torch stays imported
+    after its first import, so a second measurement there would wrongly show no cost.
+    """
+    code = (
+        "import json, sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "out = {}\n"
+        "for f in sys.argv[1:]:\n"
+        "    bag = DagBag(dag_folder=f)\n"
+        "    out[f] = bag.dagbag_stats[0].duration.total_seconds()\n"
+        "print(json.dumps(out))\n"
+    )
+    files = [str(f) for f in dag_files]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *files], capture_output=True, text=True, timeout=300
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"parsing {files} failed: {done.stderr.strip()[-500:]}")
+    import json
+
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def setting(section: str, key: str) -> str:
+    """One Airflow setting as Airflow itself resolves it (defaults, airflow.cfg, then
+    AIRFLOW__SECTION__KEY variables): what `airflow config get-value` prints."""
+    from airflow.configuration import conf
+
+    return conf.get(section, key)
+
+
+def schedule_preview(
+    schedule: str, start_date: datetime, n: int = 3, interval_timetable: bool = False
+) -> list[dict[str, str]]:
+    """The first ``n`` runs a DAG with this schedule would get from ``start_date`` on, as
+    Airflow's own timetable computes them (catchup on): logical date, data interval, and
+    when the run may start. ``interval_timetable=True`` uses CronDataIntervalTimetable, the
+    Airflow 2 behaviour (``[scheduler] create_cron_data_intervals = True``)."""
+    import pendulum
+    from airflow.sdk import DAG
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import TimeRestriction
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    start = pendulum.instance(start_date if start_date.tzinfo else start_date.replace(tzinfo=UTC))
+    if interval_timetable:
+        timetable = CronDataIntervalTimetable(schedule, timezone="UTC")
+    else:
+        dag = DAG("schedule_preview", schedule=schedule, start_date=start, catchup=True)
+        timetable = coerce_to_core_timetable(dag.timetable)
+    restriction = TimeRestriction(earliest=start, latest=None, catchup=True)
+    runs, last = [], None
+    for _ in range(n):
+        info = timetable.next_dagrun_info(
+            last_automated_data_interval=last, restriction=restriction
+        )
+        if info is None:
+            break
+        fmt = "%Y-%m-%d %H:%M"
+        runs.append({
+            "logical_date": info.logical_date.strftime(fmt),
+            "data_interval": f"{info.data_interval.start.strftime(fmt)} → "
+                             f"{info.data_interval.end.strftime(fmt)}",
+            "runs_at": info.run_after.strftime(fmt),
+        })  # fmt: skip
+        last = info.data_interval
+    return runs
+
+
+def cron_times(expression: str, after: datetime, n: int) -> list[datetime]:
+    """The next ``n`` times a cron ``expression`` fires from ``after`` on (UTC), computed by
+    Airflow's own cron timetable; ValueError (with Airflow's reason) if it is not valid."""
+    try:
+        runs = schedule_preview(expression, after, n)
+    except Exception as exc:  # croniter and Airflow raise several kinds for a bad expression
+        raise ValueError(
+            f"{expression!r} is not a cron expression Airflow accepts: {exc}"
+        ) from None
+    return [datetime.strptime(r["runs_at"], "%Y-%m-%d %H:%M").replace(tzinfo=UTC) for r in runs]
+
+
+def cron_description(expression: str) -> str:
+    """Airflow's plain-English reading of a cron expression ("At 02:30, Monday through
+    Friday"), as the UI shows it next to the schedule."""
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    return CronTriggerTimetable(expression, timezone="UTC").description
+
+
+def run_dag(
+    dag, ds: str, conf: dict[str, Any] | None = None, tries: bool = False
+) -> dict[str, str] | dict[str, tuple[str, int]]:
+    """``dag.test()`` for the logical date ``ds`` (YYYY-MM-DD); returns {task_id: state}, or
+    with ``tries`` {task_id: (state, try number)}: a task that failed once and passed on its
+    retry ends as ("success", 2). Retries happen at once, without their ``retry_delay``.
 
     Airflow 3's ``dag.test()`` schedules the *serialised* DAG, which it parses from the DAG
     bundle (the dags folder). For the run, the folder of the DAG's own file is that bundle:
     a draft outside dags/ (Lab 1.1) then runs exactly as written, not as whatever copy of
     the same dag_id sits in dags/ (or fails because none does yet).
     """
+    from datetime import timedelta
+
     from airflow import settings
 
+    # dag.test() waits out each retry_delay in this process (300 s by default), printing a
+    # warning every second; in a notebook a retry should happen at once. Only the delay
+    # changes: a task still gets exactly the retries its DAG gives it.
+    for task in dag.tasks:
+        task.retry_delay = timedelta(0)
     logical_date = datetime.fromisoformat(ds).replace(tzinfo=UTC)
     saved = settings.DAGS_FOLDER
     settings.DAGS_FOLDER = str(Path(dag.fileloc).resolve().parent)
@@ -70,7 +208,7 @@ def run_dag(dag, ds: str, conf: dict[str, Any] | None = None) -> dict[str, str]:
     finally:
         settings.DAGS_FOLDER = saved
     return {
-        ti.task_id: str(ti.state)
+        ti.task_id: (str(ti.state), ti.try_number) if tries else str(ti.state)
         for ti in sorted(dag_run.get_task_instances(), key=lambda t: t.task_id)
     }
 
@@ -78,11 +216,13 @@ def run_dag(dag, ds: str, conf: dict[str, Any] | None = None) -> dict[str, str]:
 def promote(draft: str | os.PathLike[str], dags_dir: str | os.PathLike[str] | None = None) -> Path:
     """Publish a checked DAG file into ``dags/`` atomically; refuse it if it does not import.
 
-    The scheduler parses dags/ every few seconds: a half-written or broken file there would
-    show up as an import error in the UI, so the file is parsed first and renamed into place.
+    The dag-processor re-parses every file in dags/ (each at most every
+    ``[dag_processor] min_file_process_interval``, 30 s by default): a half-written or broken
+    file there would show up as an import error in the UI, so the file is parsed first and
+    renamed into place.
     """
     from shared.io import atomic_path
-    from shared.labs import BEGIN, END
+    from shared.labs import published_source
 
     draft = Path(draft)
     target_dir = Path(dags_dir) if dags_dir else paths.project_root() / "dags"
@@ -97,9 +237,8 @@ def promote(draft: str | os.PathLike[str], dags_dir: str | os.PathLike[str] | No
             raise ValueError(
                 f"{draft.name}: the file name must equal the dag_id (found {bag.dag_ids})"
             )
-    # The solution markers are authoring notes for the labs, not part of the published DAG.
-    lines = draft.read_text().splitlines(keepends=True)
-    published = "".join(line for line in lines if not (BEGIN.match(line) or END.match(line)))
+    # The solution markers and hints are authoring notes for the labs, not part of the DAG.
+    published = published_source(draft.read_text())
     with atomic_path(target_dir / draft.name) as tmp_target:
         tmp_target.write_text(published)
     return target_dir / draft.name

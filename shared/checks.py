@@ -9,7 +9,6 @@ as "not written yet" with its hint, not as a traceback. The grader reuses these 
 from __future__ import annotations
 
 import functools
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ def _check(what: str):
             try:
                 result = func(*args, **kwargs)
             except NotImplementedError as exc:
-                raise CheckFailed(f"{what}: not written yet ({exc})") from None
+                raise CheckFailed(f"{what}: {unwritten(exc)}") from None
             except CheckFailed:
                 raise
             except AssertionError as exc:
@@ -45,6 +44,36 @@ def _check(what: str):
 
 def _fail(message: str):
     raise CheckFailed(message)
+
+
+def unwritten(exc: BaseException | str) -> str:
+    """ "not written yet: <hint>" for a stub's NotImplementedError, however it was worded."""
+    message = str(exc).strip()
+    return message if message.startswith("not written yet") else f"not written yet: {message}"
+
+
+def free_globals(func: Callable) -> dict[str, Any]:
+    """The global names ``func`` really reads (nested functions and comprehensions
+    included), with their current values; a name not defined anywhere maps to None.
+
+    ``co_names`` is not enough: it also lists attribute names (``.count``) and misses the
+    names used inside a comprehension, which Python 3.11 compiles as a nested function.
+    """
+    import builtins
+    import dis
+
+    names: set[str] = set()
+    stack = [func.__code__]
+    while stack:
+        code = stack.pop()
+        names.update(
+            ins.argval
+            for ins in dis.get_instructions(code)
+            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME")
+        )
+        stack.extend(c for c in code.co_consts if hasattr(c, "co_code"))
+    scope = getattr(func, "__globals__", {})
+    return {n: scope.get(n) for n in sorted(names) if n in scope or not hasattr(builtins, n)}
 
 
 # --------------------------------------------------------------------------- 00 habits
@@ -69,31 +98,139 @@ def idempotent_writer(write: Callable[[Path, list[int]], Any]) -> None:
 def partition_path(func: Callable[[str, str, str], Path]) -> None:
     got = func("data", "raw", "2024-01-01")
     assert Path(got) == Path("data/raw/2024-01-01"), f"got {got!r}; expected data/raw/2024-01-01"
-    try:
-        func("data", "raw", "01/02/2024")
-    except ValueError:
-        pass
-    else:
-        _fail("partition path: '01/02/2024' was accepted; raise ValueError unless ds is YYYY-MM-DD")
+    for bad in ("01/02/2024", "20240101"):
+        try:
+            func("data", "raw", bad)
+        except ValueError:
+            continue
+        _fail(f"partition path: {bad!r} was accepted; raise ValueError unless ds is YYYY-MM-DD")
 
 
 @_check("accuracy takes its inputs as arguments and returns a number")
 def explicit_accuracy(func: Callable[[list[int], list[int]], float]) -> None:
+    import inspect
+
     got = func([1, 2, 3, 4], [1, 2, 0, 4])
     assert isinstance(got, float), f"returned {type(got).__name__}; return a float"
     assert abs(got - 0.75) < 1e-9, f"accuracy([1,2,3,4], [1,2,0,4]) returned {got}; expected 0.75"
-    import builtins
-
-    hidden = [n for n in func.__code__.co_names if n not in vars(builtins)]
+    # Modules, functions and classes are tools, not inputs: only data read from globals counts.
+    hidden = [
+        name
+        for name, value in free_globals(func).items()
+        if not (inspect.ismodule(value) or callable(value))
+    ]
     assert not hidden, f"it reads global names {hidden}: pass them in as parameters instead"
+
+
+#: Lab 00's quiz: each task, the loop it belongs to, and why (shown when the answer is wrong).
+LOOP_QUIZ = {
+    "check that today's files have the expected columns and no empty labels":
+        ("data", "validating quality is part of the data loop, before anything trains on it"),
+    "store yesterday's events under raw/2024-01-01/":
+        ("data", "ingesting and partitioning data by date is the data loop"),
+    "pick the model with the best validation accuracy and register it":
+        ("model", "evaluating and registering models closes the model loop"),
+    "load the registered model behind an HTTP endpoint":
+        ("deployment", "serving predictions is the deployment loop"),
+    "log every prediction with the input it was made for":
+        ("deployment", "the deployment loop logs inputs and predictions, which monitoring reads"),
+    "compare this week's prediction distribution with last month's":
+        ("monitoring", "detecting drift is the monitoring loop"),
+}  # fmt: skip
+#: Which tool does the job: Airflow orchestrates (when, in what order, retries), PyTorch computes.
+TOOL_QUIZ = {
+    "run the training pipeline every night at 02:00": ("Airflow", "schedules belong to the orchestrator"),
+    "compute the gradient of the loss for a batch": ("PyTorch", "autograd is computation"),
+    "retry a failed download three times, a minute apart": ("Airflow", "retries are a task setting in Airflow"),
+    "move a batch of images to the GPU": ("PyTorch", "tensors and devices are PyTorch's"),
+    "start evaluate only after train succeeded": ("Airflow", "dependencies between tasks are the DAG's job"),
+    "save the trained weights to a checkpoint file": ("PyTorch", "state_dict and torch.save are PyTorch's"),
+}  # fmt: skip
+
+
+def _quiz(answers: Any, key: dict[str, tuple[str, str]], choices: tuple[str, ...]) -> None:
+    assert isinstance(answers, dict), f"expected a dict of answers, got {type(answers).__name__}"
+    missing = [q for q in key if q not in answers]
+    assert not missing, f"no answer for {missing[0]!r}: keep every question as it is written"
+    wrong = []
+    for question, (right, why) in key.items():
+        given = answers[question]
+        if given is None:
+            wrong.append(f"{question!r}: no answer yet (one of {', '.join(choices)})")
+        elif str(given).strip().lower() != right.lower():
+            wrong.append(f"{question!r}: not {given!r}: {why}")
+    assert not wrong, f"{len(wrong)} of {len(key)} to rethink:\n  " + "\n  ".join(wrong)
+
+
+@_check("the four loops: each task in its loop")
+def lifecycle_quiz(loop_of: dict[str, str]) -> None:
+    _quiz(loop_of, LOOP_QUIZ, ("data", "model", "deployment", "monitoring"))
+
+
+@_check("orchestration or computation: Airflow or PyTorch")
+def tool_quiz(tool_of: dict[str, str]) -> None:
+    _quiz(tool_of, TOOL_QUIZ, ("Airflow", "PyTorch"))
+
+
+@_check("optimizer settings come from the config")
+def settings_from_config(func: Callable) -> None:
+    from shared.config import load_config
+    from shared.paths import project_root
+
+    default = project_root() / "configs" / "default.yaml"
+    for lr, batch in ((0.0123, 77), (0.5, 8)):
+        cfg = load_config(default, [f"training.learning_rate={lr}", f"training.batch_size={batch}"])
+        got = func(cfg)
+        assert isinstance(got, dict), f"return a dict, not {type(got).__name__}"
+        assert got.get("learning_rate") == lr and got.get("batch_size") == batch, (
+            f"with learning_rate {lr} and batch_size {batch} in the config you returned {got}: "
+            "read both from config['training'], do not write numbers in the code"
+        )
 
 
 # --------------------------------------------------------------------------- 01 Airflow
 
 
-@_check("schedule preset")
-def schedule_preset(answer: str) -> None:
-    assert answer == "@daily", f"{answer!r} is not the preset for '0 0 * * *' (midnight every day)"
+#: Lab 1.1's cron exercise: each schedule in words, and the fire times (UTC) that any
+#: correct expression gives from Friday 2024-01-05 00:00 on. Airflow's own cron timetable
+#: computes the learner's times, so every correct spelling passes ("1-5" or "mon-fri").
+CRON_START = (2024, 1, 5)
+CRON_EXPECTED = {
+    "weekdays at 02:30": ["2024-01-05 02:30", "2024-01-08 02:30", "2024-01-09 02:30"],
+    "every 15 minutes": ["2024-01-05 00:00", "2024-01-05 00:15", "2024-01-05 00:30"],
+    "first of the month at midnight": ["2024-02-01 00:00", "2024-03-01 00:00", "2024-04-01 00:00"],
+}
+
+
+def _cron_problems(answers: Any, expected: dict[str, list[str]], start) -> list[str]:
+    from shared.airflow_local import cron_description, cron_times
+
+    assert isinstance(answers, dict), f"expected a dict, got {type(answers).__name__}"
+    problems = []
+    for name, want in expected.items():
+        expr = answers.get(name)
+        if not isinstance(expr, str) or not expr.strip():
+            problems.append(f"{name}: no cron expression yet (a string of five fields)")
+            continue
+        try:
+            got = [t.strftime("%Y-%m-%d %H:%M") for t in cron_times(expr, start, len(want))]
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        if got != want:
+            problems.append(
+                f"{name}: {expr!r} ({cron_description(expr)}) fires at {', '.join(got)}; "
+                f"expected {', '.join(want)}"
+            )
+    return problems
+
+
+@_check("cron expressions fire when their names say")
+def cron_expressions(answers: dict[str, str]) -> None:
+    from datetime import datetime
+
+    problems = _cron_problems(answers, CRON_EXPECTED, datetime(*CRON_START))
+    assert not problems, "\n  " + "\n  ".join(problems)
 
 
 @_check("lab1_1_first_dag: three tasks, a BashOperator and a fan-in")
@@ -120,6 +257,31 @@ def lab1_1_dag(dagbag) -> None:
     )
 
 
+@_check("the broken DAG imports and its flaky task succeeds on a retry")
+def debugged_dag(dagbag, tries: dict[str, tuple[str, int]] | None) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.airflow_local import first_import_error
+
+    error = first_import_error(dagbag)
+    if error:
+        _fail(f"the DAG file still does not import:\n{error}")
+    start = dagbag.get_dag("lab1_1_debug_me").start_date
+    assert start is not None and datetime.now(UTC) - start > timedelta(days=7), (
+        f"start_date is {start}: a date computed when the file is parsed moves with every "
+        "parse; give the DAG a fixed date such as datetime(2024, 1, 1)"
+    )
+    assert tries, "the DAG has not run yet: run the cell above after fixing the file"
+    state, attempt = tries.get("fetch_report", (None, 0))
+    assert state == "success", (
+        f"fetch_report ended {state} after {attempt} tr{'y' if attempt == 1 else 'ies'}: its log "
+        "says the server is busy on the first try; let Airflow try it again (retries, in "
+        "default_args)"
+    )
+    assert attempt == 2, f"fetch_report succeeded on try {attempt}; expected the second try"
+    assert tries.get("publish", (None,))[0] == "success", f"publish ended {tries.get('publish')}"
+
+
 @_check("every task succeeded")
 def all_succeeded(states: dict[str, str]) -> None:
     bad = {t: s for t, s in states.items() if s != "success"}
@@ -144,7 +306,17 @@ def flatten_batch(func) -> None:
 
 @_check("gradient of f(x) = x**3 + 2*x at x = 2")
 def gradient(by_hand: float, by_autograd) -> None:
-    value = float(by_autograd)
+    assert by_autograd is not None, (
+        "grad_by_autograd is None: x.grad is filled only after y.backward(), and only for a "
+        "tensor created with requires_grad=True"
+    )
+    try:
+        value = float(by_autograd)
+    except (TypeError, ValueError):
+        raise AssertionError(
+            f"grad_by_autograd is {type(by_autograd).__name__} {by_autograd!r}; expected one "
+            "number: x.grad after y.backward()"
+        ) from None
     assert abs(by_hand - 14.0) < 1e-6, f"by hand you got {by_hand}; f'(x) = 3x^2 + 2, so f'(2) = 14"
     assert abs(value - 14.0) < 1e-6, (
         f"autograd gave {value}; create x with requires_grad=True, compute y, call y.backward(), read x.grad"
@@ -169,10 +341,11 @@ def model_output(model) -> None:
 
 
 @_check("loader yields shuffled batches of (images, labels)")
-def data_loader(loader, batch_size: int) -> None:
+def data_loader(make_loader: Callable, split, batch_size: int) -> None:
+    loader = make_loader(split, batch_size)
     images, labels = next(iter(loader))
     assert tuple(images.shape[1:]) == (1, 28, 28), (
-        f"images have shape {tuple(images.shape)}; expected (B, 1, 28, 28)"
+        f"images have shape {tuple(images.shape)}; expected (B, 1, 28, 28): use split.normalized()"
     )
     assert len(images) == len(labels) == batch_size, (
         f"batch of {len(images)}; expected batch_size={batch_size}"
@@ -183,14 +356,45 @@ def data_loader(loader, batch_size: int) -> None:
     )
 
 
+class _MoveLog:
+    """Tensors moved with ``.to(...)`` inside ``with _MoveLog() as log:``: parameters
+    (a model moved) and 4-d image batches (inputs moved), counted separately."""
+
+    def __enter__(self):
+        import torch
+        from torch.overrides import TorchFunctionMode
+
+        log = self
+        self.parameters = self.image_batches = 0
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                if func is torch.Tensor.to and args:
+                    if isinstance(args[0], torch.nn.Parameter):
+                        log.parameters += 1
+                    elif args[0].dim() == 4:
+                        log.image_batches += 1
+                return func(*args, **(kwargs or {}))
+
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+
+
 def _tiny_problem(seed: int = 0, dropout: float = 0.0):
     import torch
     from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
 
+    # 100 samples in batches of 32: the last batch holds 4, so a mean of batch means is
+    # caught; a DataLoader, so `len(loader.dataset)` works as in pytorch/examples.
     gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(96, 1, 28, 28, generator=gen)
-    labels = torch.randint(0, 10, (96,), generator=gen)
-    batches = [(images[i : i + 32], labels[i : i + 32]) for i in range(0, 96, 32)]
+    images = torch.randn(100, 1, 28, 28, generator=gen)
+    labels = torch.randint(0, 10, (100,), generator=gen)
+    batches = DataLoader(TensorDataset(images, labels), batch_size=32)
     torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Dropout(dropout), nn.Linear(32, 10)
@@ -209,7 +413,8 @@ def train_loop(train_epoch) -> None:
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
-    loss = train_epoch(model, batches, opt)
+    with _MoveLog() as moves:
+        loss = train_epoch(model, batches, opt, torch.device("cpu"))
     expected = train_one_epoch(reference, batches, ref_opt, torch.device("cpu"))["loss"]
     changed = any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
     assert changed, (
@@ -229,6 +434,9 @@ def train_loop(train_epoch) -> None:
     assert abs(loss - expected) < 1e-4, (
         f"mean loss {loss:.5f}; expected {expected:.5f}: average over samples"
     )
+    assert moves.image_batches >= len(batches), (
+        "the batches never moved to the device: images.to(device) and labels.to(device)"
+    )
 
 
 @_check("evaluation loop: eval mode, no gradients, same accuracy as the package")
@@ -241,11 +449,18 @@ def evaluate_loop(evaluate) -> None:
     model.train()
     grad_seen = []
     hook = model[1].register_forward_hook(lambda m, i, o: grad_seen.append(o.requires_grad))
-    acc = evaluate(model, batches)
+    cpu = torch.device("cpu")
+    with _MoveLog() as moves:
+        acc = evaluate(model, batches, cpu)
     hook.remove()
     assert grad_seen, "your loop never called the model"
     assert not any(grad_seen), "gradients were tracked: wrap the loop in `with torch.no_grad():`"
-    again = evaluate(model.train(), batches)
+    assert moves.image_batches >= len(batches), "move each batch to the device: images.to(device)"
+    assert isinstance(acc, float), (
+        f"return the accuracy as a float (got {type(acc).__name__}): .item() turns a one-number "
+        "tensor into a Python number"
+    )
+    again = evaluate(model.train(), batches, cpu)
     assert acc == again, (
         "two evaluations of the same model differ: dropout is still on; call model.eval() first"
     )
@@ -268,28 +483,109 @@ def same_predictions(model, reloaded, images) -> None:
     )
 
 
+@_check("the device: CUDA, then Apple MPS, then the CPU")
+def device_choice(pick_device: Callable) -> None:
+    import torch
+
+    from shared.train import select_device
+
+    got = pick_device()
+    assert isinstance(got, torch.device), (
+        f"pick_device returned {type(got).__name__}; return a torch.device"
+    )
+    assert got == select_device("auto"), (
+        f"pick_device chose {got}; this machine offers {select_device('auto')}"
+    )
+
+
+@_check("my_fit trains for every epoch, on the device, and returns a history")
+def fit_loop(my_fit: Callable) -> None:
+    import torch
+
+    model, batches = _tiny_problem()
+    with _MoveLog() as moves:
+        history = my_fit(model, batches, batches, 3, 0.05, torch.device("cpu"))
+    assert isinstance(history, list) and len(history) == 3, (
+        f"history is {type(history).__name__} of length "
+        f"{len(history) if hasattr(history, '__len__') else '?'}; expected a list with one "
+        "dict per epoch (3 here)"
+    )
+    keys = {"epoch", "train_loss", "val_accuracy"}
+    assert all(isinstance(h, dict) and keys <= set(h) for h in history), (
+        f"each history entry needs the keys {sorted(keys)}; the first is {history[0]!r}"
+    )
+    assert [h["epoch"] for h in history] == [1, 2, 3], "number the epochs 1, 2, 3"
+    losses = [h["train_loss"] for h in history]
+    assert losses[-1] < losses[0], (
+        f"train_loss went {losses[0]:.3f} -> {losses[-1]:.3f}; it should fall: make the optimizer "
+        "from model.parameters() with the lr you were given, and train every epoch"
+    )
+    assert moves.parameters > 0, "the model never moved to the device: model.to(device)"
+    assert moves.image_batches >= 3 * len(batches), (
+        f"{moves.image_batches} image batches moved to the device in 3 epochs of {len(batches)} "
+        "batches: move every batch (images.to(device), labels.to(device)) inside your loops"
+    )
+
+
+def _run_script(script, args: list[str], timeout: int = 300):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def script_result(script, config_path, out_dir) -> dict:
+    """Run the learner's training script on ``config_path`` into ``out_dir``; the metrics it
+    wrote, or an AssertionError that quotes what the script printed."""
+    import json
+
+    done = _run_script(script, ["--config", str(config_path), "--out", str(out_dir)])
+    tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-6:])
+    assert done.returncode == 0, f"the script exited with {done.returncode}:\n{tail}"
+    metrics_file = Path(out_dir) / "metrics.json"
+    assert metrics_file.is_file(), f"the script ran but wrote no {metrics_file.name} in --out"
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except ValueError as exc:
+        raise AssertionError(f"metrics.json is not JSON: {exc}") from None
+    assert isinstance(metrics, dict) and {"history", "test_accuracy"} <= set(metrics), (
+        f"metrics.json holds {str(metrics)[:80]}; expected the keys history and test_accuracy"
+    )
+    return metrics
+
+
+@_check("the training script runs from a terminal with a config path")
+def training_script(script, config_path) -> None:
+    import tempfile
+
+    from shared.config import load_config
+
+    config = load_config(config_path)
+    with tempfile.TemporaryDirectory() as out:
+        metrics = script_result(script, config_path, out)
+    assert len(metrics["history"]) == config.training.epochs, (
+        f"history has {len(metrics['history'])} entries; the config asks for "
+        f"{config.training.epochs} epochs"
+    )
+    assert metrics["test_accuracy"] > 0.5, (
+        f"test accuracy {metrics['test_accuracy']}: the script does not learn"
+    )
+    with tempfile.TemporaryDirectory() as out:
+        bad = _run_script(script, ["--config", str(Path(out) / "missing.yaml"), "--out", out])
+    assert bad.returncode != 0, "a config file that does not exist must give a non-zero exit"
+
+
 # --------------------------------------------------------------------------- 03 configs
 
 
 def config_from_text(text: str):
-    """Load a learner's YAML text as a Config (ConfigError if it does not load).
+    """Load a learner's YAML text as a Config, as if it sat in configs/ (ConfigError if it
+    does not load)."""
+    from shared.config import load_config_text
 
-    The text is written beside the real configs so `extends: default.yaml` resolves, as
-    ".yaml.tmp" so no glob for "*.yaml" ever picks it up, even if the kernel dies before the
-    file is removed.
-    """
-    from shared.config import load_config
-    from shared.paths import project_root
-
-    fd, name = tempfile.mkstemp(
-        prefix=".check-", suffix=".yaml.tmp", dir=project_root() / "configs"
-    )
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        return load_config(name)
-    finally:
-        os.unlink(name)
+    return load_config_text(text)
 
 
 @_check("your YAML config loads and says what was asked")
@@ -307,8 +603,110 @@ def my_config(text: str) -> None:
     assert cfg.training.epochs == 1, f"training.epochs is {cfg.training.epochs}; expected 1"
 
 
-@_check("same config, same result")
+@_check("same config, same result: metrics and weights")
 def same_result(first: dict, second: dict) -> None:
     assert first["config_hash"] == second["config_hash"], "the two runs used different configs"
     a, b = first["test"]["accuracy"], second["test"]["accuracy"]
     assert a == b, f"test accuracy {a} vs {b}: a seed or a shuffle is not coming from the config"
+    wa, wb = first.get("weights_sha256"), second.get("weights_sha256")
+    assert wa and wa == wb, (
+        f"the weights differ (digest {wa} vs {wb}): seed the model's initialisation and the "
+        "loader's shuffle from config.seed"
+    )
+
+
+class _StepLog:
+    """Every optimizer step taken inside ``with _StepLog() as log:``, as (optimizer class,
+    its base learning rate, the learning rate in force at that step)."""
+
+    def __enter__(self):
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        self.steps: list[tuple[str, float, float]] = []
+        self._handle = register_optimizer_step_post_hook(
+            lambda opt, args, kwargs: self.steps.append(
+                (type(opt).__name__, opt.defaults["lr"], opt.param_groups[0]["lr"])
+            )
+        )
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+
+
+def _check_trainer_run(train_from_config, config, n_train: int) -> dict:
+    """Run the learner's ``train_from_config`` on ``config`` and check that it built what the
+    config says; returns its result. Shared by the self-check and the hidden check."""
+    from shared.model import build_model, count_parameters
+
+    with _StepLog() as log:
+        result = train_from_config(config)
+    assert isinstance(result, dict), f"return a dict, not {type(result).__name__}"
+    missing = [k for k in ("model", "history", "test_accuracy") if k not in result]
+    assert not missing, f"the result has no {missing}; return model, history and test_accuracy"
+    history, t = result["history"], config.training
+    assert isinstance(history, list) and len(history) == t.epochs, (
+        f"history has {len(history) if isinstance(history, list) else history!r} entries; "
+        f"expected one per epoch ({t.epochs}): training.epochs decides how many"
+    )
+    assert all(
+        isinstance(h, dict) and isinstance(h.get("train_loss"), float)
+        and isinstance(h.get("val_accuracy"), float) for h in history
+    ), (
+        "each history entry is a dict with epoch, and train_loss and val_accuracy as floats "
+        f"(the first is {history[0]!r}): train_one_epoch returns a dict, its ['loss'] is the "
+        "float; evaluate's ['accuracy'] likewise"
+    )  # fmt: skip
+    want = count_parameters(build_model(config.model))
+    got = count_parameters(result["model"])
+    assert got == want, (
+        f"your model has {got:,} parameters; the config's model ({config.model.name}, "
+        f"{config.model.model_dump(exclude={'name'})}) has {want:,}: build it from config.model"
+    )
+    per_epoch = -(-n_train // t.batch_size)
+    assert len(log.steps) == t.epochs * per_epoch, (
+        f"{len(log.steps)} optimizer steps; {n_train} training images in batches of "
+        f"{t.batch_size} for {t.epochs} epoch(s) make {t.epochs * per_epoch}: take batch_size "
+        "and epochs from config.training, the data from config.data (subset, val_fraction), "
+        "and keep the last, smaller batch (no drop_last)"
+    )
+    kinds = {name for name, _, _ in log.steps}
+    assert kinds == {"Adam"}, f"the optimizer was {sorted(kinds)}; the config asks for Adam"
+    base = {lr for _, lr, _ in log.steps}
+    assert base == {t.learning_rate}, (
+        f"the optimizer's learning rate was {sorted(base)}; the config says {t.learning_rate}"
+    )
+    used = [lr for _, _, lr in log.steps]
+    if t.scheduler == "none":
+        assert set(used) == {t.learning_rate}, "scheduler none: the learning rate must not change"
+    else:
+        assert len(set(used)) > 1, (
+            f"the learning rate never changed; the config's scheduler is {t.scheduler!r}: "
+            "make it with train.make_schedule and step it after every batch"
+        )
+    acc = result["test_accuracy"]
+    assert isinstance(acc, float) and 0.0 <= acc <= 1.0, f"test_accuracy {acc!r}: a float in [0, 1]"
+    return result
+
+
+#: The self-check's small config: an MLP on 600 images, two epochs, a second of CPU.
+TRAINER_CONFIG = [
+    "model.name=mlp", "model.hidden_sizes=[32]", "data.subset=600", "training.epochs=2",
+    "training.batch_size=50", "training.learning_rate=0.01", "training.progress=false",
+]  # fmt: skip
+
+
+@_check("train_from_config builds and trains what the config says, reproducibly")
+def config_trainer(train_from_config: Callable) -> None:
+    from shared.config import load_config
+    from shared.paths import project_root
+    from shared.train import weights_digest
+
+    config = load_config(project_root() / "configs" / "default.yaml", TRAINER_CONFIG)
+    first = _check_trainer_run(train_from_config, config, 540)
+    again = train_from_config(config)
+    same = weights_digest(first["model"]) == weights_digest(again["model"])
+    assert same and first["test_accuracy"] == again["test_accuracy"], (
+        "two runs of the same config gave different weights: seed torch (torch.manual_seed) "
+        "and the loader's shuffle (a torch.Generator) with config.seed"
+    )

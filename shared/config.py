@@ -162,7 +162,10 @@ def _yaml_value(text: str) -> Any:
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    text = path.read_text(encoding="utf-8")
+    return _parse_yaml(path.read_text(encoding="utf-8"), str(path))
+
+
+def _parse_yaml(text: str, source: str) -> dict[str, Any]:
     try:
         data = _yaml_value(text)
     except yaml.YAMLError as exc:
@@ -173,11 +176,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         problem = getattr(exc, "problem", None) or str(exc)
         if "could not determine a constructor" in str(problem) or "tag" in str(problem):
             problem = f"{problem}; only plain YAML is allowed (no !!python tags)"
-        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+        raise ConfigError(f"{source}{where}: invalid YAML: {problem}") from None
     if data is None:
-        raise ConfigError(f"{path}: the file is empty; expected a mapping such as 'training: ...'")
+        raise ConfigError(
+            f"{source}: the file is empty; expected a mapping such as 'training: ...'"
+        )
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level is a {type(data).__name__}; expected a mapping")
+        raise ConfigError(f"{source}: top level is a {type(data).__name__}; expected a mapping")
     return data
 
 
@@ -196,17 +201,23 @@ def _resolve_extends(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise ConfigError(f"{path}: extends: cycle {cycle}")
-    data = _read_yaml(path)
+    return _merge_parent(_read_yaml(path), path.parent, str(path), (*chain, path))
+
+
+def _merge_parent(
+    data: dict[str, Any], folder: Path, source: str, chain: tuple[Path, ...]
+) -> dict[str, Any]:
+    """``data`` on top of the file its ``extends`` names (relative to ``folder``)."""
     parent = data.pop("extends", None)
     if parent is None:
         return data
     if not isinstance(parent, str):
-        raise ConfigError(f"{path}: extends: expected a file name, got {type(parent).__name__}")
-    parent_path = path.parent / parent
+        raise ConfigError(f"{source}: extends: expected a file name, got {type(parent).__name__}")
+    parent_path = folder / parent
     if not parent_path.is_file():
-        raise ConfigError(f"{path}: extends: no such file {parent_path}")
+        raise ConfigError(f"{source}: extends: no such file {parent_path}")
     # The model section is replaced, not merged: a cnn base must not leak `channels` into an mlp.
-    base = _resolve_extends(parent_path, (*chain, path))
+    base = _resolve_extends(parent_path, chain)
     if "model" in data:
         base.pop("model", None)
     return _deep_merge(base, data)
@@ -238,11 +249,48 @@ def _apply_override(data: dict[str, Any], key: str, value: Any, source: str) -> 
     node[parts[-1]] = value
 
 
+_MODELS = {"mlp": MLPConfig, "cnn": CNNConfig}
+
+
+def _section_keys(loc: Sequence[Any]) -> list[str]:
+    """The keys allowed where ``loc`` points (its last element is the unknown key)."""
+    section: type[BaseModel] = Config
+    for part in loc[:-1]:
+        if part in _MODELS:
+            section = _MODELS[part]
+            continue
+        field = section.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            section = annotation
+    return list(section.model_fields)
+
+
+#: Spellings from tutorials that difflib would not match to our keys.
+_ABBREVIATIONS = {
+    "lr": "learning_rate",
+    "bs": "batch_size",
+    "wd": "weight_decay",
+    "optim": "optimizer",
+}
+
+
+def _unknown_key(loc: Sequence[Any]) -> str:
+    import difflib
+
+    known = _section_keys(loc)
+    key = str(loc[-1])
+    close = [_ABBREVIATIONS[key]] if _ABBREVIATIONS.get(key) in known else []
+    close = close or difflib.get_close_matches(key, known, n=1)
+    maybe = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key; {maybe}known keys here: {', '.join(known)}"
+
+
 def _expected(err: Mapping[str, Any]) -> str:
     kind, ctx = err["type"], err.get("ctx") or {}
     got = err.get("input")
     if kind == "extra_forbidden":
-        return "unknown key (check the spelling; see configs/default.yaml for every key)"
+        return _unknown_key(err["loc"])
     if kind == "union_tag_invalid":
         return f"unknown model {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
     if kind == "missing":
@@ -273,8 +321,28 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
     """Load, merge ``extends``, apply ``key=value`` overrides, validate. Raises ConfigError."""
     from shared.paths import resolve
 
-    p = resolve(path)
-    data = _resolve_extends(p)
+    return _finish(_resolve_extends(resolve(path)), overrides, str(path))
+
+
+def load_config_text(
+    text: str,
+    overrides: Sequence[str] = (),
+    folder: str | os.PathLike[str] | None = None,
+    source: str = "your config",
+) -> Config:
+    """A config from YAML text, as if it were a file in ``folder`` (default: the project's
+    configs/, so ``extends: default.yaml`` works): how a notebook loads the YAML a learner
+    wrote in a cell. Errors name ``source`` instead of a file."""
+    from shared.paths import project_root
+
+    if not isinstance(text, str):
+        raise ConfigError(f"{source}: expected YAML text, got {type(text).__name__}")
+    base = Path(folder) if folder is not None else project_root() / "configs"
+    data = _merge_parent(_parse_yaml(text, source), base.resolve(), source, ())
+    return _finish(data, overrides, source)
+
+
+def _finish(data: dict[str, Any], overrides: Sequence[str], source: str) -> Config:
     parsed = [parse_override(o) for o in overrides]
     # Switching model (model.name=mlp on a cnn config) starts the model section afresh, so
     # the old model's sizes do not trip the new one's schema; later overrides still apply.
@@ -283,7 +351,7 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
         data["model"] = {}
     for (key, value), text in zip(parsed, overrides, strict=True):
         _apply_override(data, key, value, f"override {text!r}")
-    return validate(data, str(path), parsed)
+    return validate(data, source, parsed)
 
 
 def save_config(config: Config, path: str | os.PathLike[str]) -> Path:

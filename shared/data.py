@@ -306,11 +306,13 @@ def validate_files(root: str | os.PathLike[str]) -> dict[str, Any]:
 
 def check_date(ds: str) -> str:
     """``ds`` must be an ISO date (YYYY-MM-DD), as Airflow's ``{{ ds }}`` is."""
+    # fromisoformat alone also takes "20240101" and "2024-W01-1" (Python 3.11); the round
+    # trip accepts exactly one spelling per day.
     try:
-        dt.date.fromisoformat(ds)
+        valid = dt.date.fromisoformat(ds).isoformat() == ds
     except (TypeError, ValueError):
-        raise ValueError(f"partition date {ds!r}: expected YYYY-MM-DD") from None
-    if len(ds) != 10:
+        valid = False
+    if not valid:
         raise ValueError(f"partition date {ds!r}: expected YYYY-MM-DD")
     return ds
 

@@ -19,7 +19,7 @@ from shared.notebooks import KERNEL_NAME
 
 #: Columns of the comparison table, in order.
 COLUMNS = [
-    "name", "model", "learning_rate", "batch_size", "epochs",
+    "name", "model", "learning_rate", "batch_size", "epochs", "updates",
     "val_accuracy", "test_accuracy", "train_seconds", "config_hash",
 ]  # fmt: skip
 
@@ -69,6 +69,72 @@ def run_notebook(
     return output
 
 
+def record_run(
+    config, result: dict[str, Any], seconds: float, run_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """Write a run folder for a run trained outside ``train.fit`` (Lab 1.3's own
+    ``train_from_config``), in the layout ``fit`` uses, so ``compare`` reads both alike.
+
+    ``result`` is what the trainer returned: ``history`` (one dict per epoch with
+    ``val_accuracy``), ``test_accuracy`` and the trained ``model``. The folder holds the
+    resolved ``config.yaml`` and ``metrics.json`` (with the weights' digest), each written
+    atomically; it replaces an earlier run of the same config. Returns the folder.
+    """
+    from shared.config import save_config
+    from shared.io import atomic_directory, atomic_write_json
+    from shared.model import count_parameters
+    from shared.train import run_dir_for, weights_digest
+
+    target = Path(run_dir) if run_dir is not None else run_dir_for(config)
+    history = list(result["history"])
+    model = result["model"]
+    metrics = {
+        "run_id": target.name,
+        "config_hash": config.hash(),
+        "model": config.model.name,
+        "parameters": count_parameters(model),
+        "epochs_completed": len(history),
+        "completed": len(history) == config.training.epochs,
+        "history": history,
+        "train_seconds": seconds,
+        "test": {"accuracy": float(result["test_accuracy"])},
+        "weights_sha256": weights_digest(model),
+        "trainer": "notebook",
+    }
+    with atomic_directory(target) as tmp:
+        save_config(config, tmp / "config.yaml")
+        atomic_write_json(tmp / "metrics.json", metrics)
+    return target
+
+
+def saved_notebook_problems(notebook: str | os.PathLike[str], *functions) -> list[str]:
+    """Why running the *saved* ``notebook`` (papermill reads the file, not the open tab)
+    would not run the code this kernel has: exercises still stubbed in the file, or a
+    function whose current source is not in the file (edited but not saved)."""
+    import inspect
+
+    import nbformat
+
+    nb = nbformat.read(Path(notebook), as_version=4)
+    problems = []
+    stubbed = [
+        i for i, c in enumerate(nb.cells, 1)
+        if c.cell_type == "code" and "raise NotImplementedError(" in c.source
+    ]  # fmt: skip
+    if stubbed:
+        cells = ", ".join(map(str, stubbed))
+        problems.append(f"the saved file still has unwritten exercises (cells {cells})")
+    saved = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for func in functions:
+        try:
+            source = inspect.getsource(func).strip()
+        except (OSError, TypeError):
+            continue
+        if source not in saved:
+            problems.append(f"{func.__name__} differs from the saved file (edited, not saved)")
+    return problems
+
+
 def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """One comparison row from a run folder's config.yaml and metrics.json."""
     from shared.config import load_config
@@ -77,12 +143,18 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     cfg = load_config(run_dir / "config.yaml")
     last = metrics["history"][-1] if metrics["history"] else {}
+    # Optimizer steps: what an epoch budget buys at this batch size (the training split is
+    # 1 - val_fraction of the, possibly subset, 60,000 training images).
+    total = cfg.data.subset or 60_000
+    n_train = total - round(total * cfg.data.val_fraction)
+    steps = metrics["epochs_completed"] * -(-n_train // cfg.training.batch_size)
     return {
         "name": cfg.output.name,
         "model": cfg.model.name,
         "learning_rate": cfg.training.learning_rate,
         "batch_size": cfg.training.batch_size,
         "epochs": metrics["epochs_completed"],
+        "updates": steps,
         "val_accuracy": round(last.get("val_accuracy", float("nan")), 4),
         "test_accuracy": round((metrics.get("test") or {}).get("accuracy", float("nan")), 4),
         "train_seconds": round(metrics["train_seconds"], 1),

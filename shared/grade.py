@@ -29,6 +29,7 @@ from typing import Any
 import nbformat
 
 from shared import paths
+from shared.checks import unwritten
 from shared.gradebook import FAIL, NOT_RUN, PASS, CheckResult, ExecutionError, Report
 from shared.guard import ROOTS_ENV, SITECUSTOMIZE
 from shared.notebooks import KERNEL_NAME
@@ -256,7 +257,7 @@ def _classify(content: dict[str, Any], what: str) -> tuple[str, str]:
     if content.get("ename") in ("CheckFailed", "AssertionError"):
         return FAIL, message.removeprefix(what + ": ")
     if content.get("ename") == "NotImplementedError":  # a stub called by the check
-        return FAIL, f"not written yet ({message})"
+        return FAIL, unwritten(message)
     return FAIL, _last_line(content)  # the learner's code raised while being checked
 
 

@@ -2,23 +2,45 @@
 
 In a solution notebook, the code a learner writes sits between two marker lines::
 
-    ### BEGIN SOLUTION (define forward(): flatten, hidden layer, ReLU, 10 outputs)
-    ...the solution...
+    ### BEGIN SOLUTION (open the file so that a second run replaces the first)
+    ### HINT open(path, "w") truncates the file; "a" appends to what is there.
+    with open(path, "w") as f:
+        ...
     ### END SOLUTION
 
 ``build_lab`` replaces each region with a stub at the same indentation::
 
-    # YOUR CODE HERE: define forward(): flatten, hidden layer, ReLU, 10 outputs
-    raise NotImplementedError("define forward(): flatten, hidden layer, ReLU, 10 outputs")
+    # YOUR CODE HERE: open the file so that a second run replaces the first
+    raise NotImplementedError('not written yet: open the file so that ...')
 
-and clears outputs, so the lab never shows a solution's results either. ``check`` rebuilds
-every lab in memory and reports any difference from the committed ``labs/`` (drift or a
-hand edit) and any marker or solution text that would leak.
+The marker's short hint says *what* to do. ``### HINT`` lines say more, and the region's
+code is the answer: both go into a generated markdown cell above the exercise, each behind
+a collapsed ``<details>`` block ("Show a hint", "Show the answer"), with the points the
+lab's grading suite gives for that exercise. A learner reads the task, tries, and opens
+the next stage only when stuck.
+
+A debugging exercise shows broken code instead of a stub. After ``### LAB SHOWS``, the
+region holds the broken lines, commented out in the solution; the lab shows them live
+under a ``# FIX ME: hint`` line (``### LAB STARTS WITH`` does the same under ``# YOUR CODE
+HERE``, for a skeleton to fill in, such as a quiz's answer slots; ``### NO ANSWER`` keeps a
+quiz's answers out of the lab)::
+
+    ### BEGIN SOLUTION (the import the error points at)
+    from datetime import datetime
+    ### LAB SHOWS
+    # from airflow.utils.dates import days_ago
+    ### END SOLUTION
+
+Labs carry no outputs and no tooling noise (``# noqa``, ``# fmt: skip``, nbval's markers
+and tags). ``check`` rebuilds every lab in memory and reports any difference from the
+committed ``labs/`` (drift or a hand edit) and any marker that would leak.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,47 +51,204 @@ from shared import notebooks
 
 BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?:\s*\((?P<hint>.*)\))?\s*$")
 END = re.compile(r"^[ \t]*### END SOLUTION\s*$")
+HINT = re.compile(r"^[ \t]*### HINT\s?(?P<text>.*)$")
+LAB_SHOWS = re.compile(r"^[ \t]*### LAB (?P<kind>SHOWS|STARTS WITH)\s*$")
+NO_ANSWER = re.compile(r"^[ \t]*### NO ANSWER\s*$")
 DEFAULT_HINT = "write this part"
+UNWRITTEN = "not written yet"
+#: Trailing comments meant for tools, not learners: stripped from the generated labs.
+TOOL_COMMENT = re.compile(r"\s+# (?:noqa\b.*|fmt: (?:skip|off|on)|NBVAL_\w+.*)$")
+NBVAL_TAGS = {"nbval-check-output", "nbval-ignore-output", "nbval-skip", "nbval-raises-exception"}
+ANSWER_TAG = "workbook-exercise"
 
 
 class MarkerError(ValueError):
     """Unbalanced or nested solution markers; the message names the notebook and cell."""
 
 
-def stub_source(source: str, where: str = "") -> tuple[str, int]:
-    """Replace each solution region in ``source``; returns the new source and region count."""
+@dataclass
+class Region:
+    """One exercise region of a code cell."""
+
+    hint: str
+    answer: list[str]  # the solution's lines, dedented
+    more: list[str]  # ### HINT lines
+    broken: list[str] | None  # what the lab shows instead of a stub (### LAB SHOWS)
+    label: str = "FIX ME"  # the comment above ``broken``: FIX ME, or YOUR CODE HERE
+    show_answer: bool = True  # False for quizzes (### NO ANSWER): feedback, not answers
+
+
+def _uncomment(line: str, indent: str) -> str:
+    body = line[len(indent) :] if line.startswith(indent) else line.lstrip()
+    return indent + (body[2:] if body.startswith("# ") else body.removeprefix("#"))
+
+
+def parse_regions(source: str, where: str = "") -> tuple[str, list[Region]]:
+    """The lab version of ``source`` (stubs, broken code, tool comments gone) and its regions."""
     out: list[str] = []
-    inside, hint, indent, count = False, "", "", 0
+    regions: list[Region] = []
+    inside, showing, indent = False, False, ""
+    region = Region("", [], [], None)
     for lineno, line in enumerate(source.splitlines(), 1):
         begin, end = BEGIN.match(line), END.match(line)
         if begin:
             if inside:
                 raise MarkerError(f"{where} line {lineno}: BEGIN SOLUTION inside another region")
-            inside, indent = True, begin["indent"]
-            hint = (begin["hint"] or DEFAULT_HINT).strip()
-            count += 1
+            inside, showing, indent = True, False, begin["indent"]
+            region = Region((begin["hint"] or DEFAULT_HINT).strip(), [], [], None)
         elif end:
             if not inside:
                 raise MarkerError(f"{where} line {lineno}: END SOLUTION without BEGIN")
             inside = False
-            out.append(f"{indent}# YOUR CODE HERE: {hint}")
-            out.append(f"{indent}raise NotImplementedError({hint!r})")
-        elif not inside:
-            out.append(line)
+            if region.broken is not None:
+                out.append(f"{indent}# {region.label}: {region.hint}")
+                out.extend(_uncomment(b, indent) for b in region.broken)
+            else:
+                message = f"{UNWRITTEN}: {region.hint}"
+                out.append(f"{indent}# YOUR CODE HERE: {region.hint}")
+                out.append(f"{indent}raise NotImplementedError({message!r})")
+            # Kept at the cell's indentation: the answer replaces the stub where it stands.
+            region.answer = "\n".join(region.answer).strip("\n").splitlines()
+            regions.append(region)
+        elif inside and LAB_SHOWS.match(line):
+            showing, region.broken = True, []
+            if LAB_SHOWS.match(line)["kind"] == "STARTS WITH":
+                region.label = "YOUR CODE HERE"
+        elif inside and NO_ANSWER.match(line):
+            region.show_answer = False
+        elif inside and showing:
+            region.broken.append(line)
+        elif inside and HINT.match(line):
+            region.more.append(HINT.match(line)["text"].strip())
+        elif inside:
+            region.answer.append(TOOL_COMMENT.sub("", line))
+        else:
+            out.append(TOOL_COMMENT.sub("", line))
     if inside:
         raise MarkerError(f"{where}: BEGIN SOLUTION without END")
-    return "\n".join(out), count
+    return "\n".join(out), regions
 
 
-def build_lab(solution: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
-    """The learner version of a solution notebook: regions stubbed, outputs cleared."""
-    lab = copy.deepcopy(solution)
-    for i, cell in enumerate(lab.cells):
-        if cell.cell_type != "code":
+def published_source(source: str) -> str:
+    """``source`` as the solution runs it, without the authoring lines: marker and hint
+    lines go, and so do the commented-out lines a lab shows instead (``### LAB SHOWS``).
+    What ``promote`` publishes from a solution's DAG cell."""
+    out, lab_only = [], False
+    for line in source.splitlines(keepends=True):
+        if BEGIN.match(line) or HINT.match(line) or NO_ANSWER.match(line):
             continue
-        cell.source, _ = stub_source(cell.source, f"{name} cell {i}")
-        cell.outputs = []
-        cell.execution_count = None
+        if LAB_SHOWS.match(line):
+            lab_only = True
+        elif END.match(line):
+            lab_only = False
+        elif not lab_only:
+            out.append(line)
+    return "".join(out)
+
+
+def stub_source(source: str, where: str = "") -> tuple[str, int]:
+    """Replace each solution region in ``source``; returns the new source and region count."""
+    text, regions = parse_regions(source, where)
+    return text, len(regions)
+
+
+def defined_names(source: str) -> set[str]:
+    """Names a code cell defines (assignments, def, class), and the file variable of a
+    ``%%writefile {name}`` cell: what a grading check may need from that exercise."""
+    first, _, rest = source.partition("\n")
+    magic = re.match(r"%%writefile\s+(?:-a\s+)?\{(\w+)\}", first)
+    if magic:
+        return {magic[1]}
+    code = "\n".join(
+        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
+    )
+    names: set[str] = set()
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return names
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.add(node.name)
+        for target in getattr(node, "targets", []) + [getattr(node, "target", None)]:
+            for n in ast.walk(target) if target is not None else ():
+                if isinstance(n, ast.Name):
+                    names.add(n.id)
+    return names
+
+
+def _points_line(checks) -> str:
+    if not checks:
+        return ""
+    total = sum(c.points for c in checks)
+    parts = []
+    for c in checks:
+        what = re.sub(r"\s*\(hidden[^)]*\)", "", c.what)
+        kind = "the self-check below" if c.public else "a hidden check, on inputs you do not see"
+        extra = "; a bonus, not needed to pass" if not c.required else ""
+        parts.append(f"{c.points} · {what} ({kind}{extra})")
+    lines = [f"**{total} point{'s' if total != 1 else ''}** when graded:"]
+    lines += [f"- {p}" for p in parts]
+    return "\n".join(lines)
+
+
+def exercise_cell(regions: list[Region], checks, cell_id: str) -> nbformat.NotebookNode | None:
+    """The markdown cell placed above an exercise: its points, then a hint and the answer,
+    each collapsed."""
+    blocks = [_points_line(checks)] if checks else []
+    more = [m for r in regions for m in r.more]
+    if more:
+        blocks.append(
+            "<details><summary>Show a hint</summary>\n\n" + "\n".join(more) + "\n\n</details>"
+        )
+    answer = "\n\n".join("\n".join(r.answer) for r in regions if r.show_answer)
+    if answer:
+        blocks.append(
+            "<details><summary>Show the answer</summary>\n\nTry first: the check tells you "
+            f"what to fix.\n\n```python\n{answer}\n```\n\n</details>"
+        )
+    if not blocks:
+        return None
+    cell = nbformat.v4.new_markdown_cell("\n\n".join(blocks))
+    cell["id"] = cell_id
+    cell.metadata["tags"] = [ANSWER_TAG]
+    return cell
+
+
+def build_lab(
+    solution: nbformat.NotebookNode, name: str = "notebook", suite=None
+) -> nbformat.NotebookNode:
+    """The learner version of a solution notebook: regions stubbed, outputs cleared, a
+    points/hint/answer cell above each exercise. ``suite``: the lab's checks (for points);
+    each check belongs to the last exercise cell that defines a name it needs, the first
+    place from which it can run (Lab 1.2's "your pieces learn MNIST" needs MyMLP,
+    make_loader and train_epoch: it is listed at train_epoch)."""
+    lab = copy.deepcopy(solution)
+    cells: list[nbformat.NotebookNode] = []
+    exercises = []  # (position in cells, regions, names defined, key for a stable id)
+    for i, cell in enumerate(lab.cells):
+        if cell.cell_type == "code":
+            original = cell.source
+            cell.source, regions = parse_regions(original, f"{name} cell {i}")
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata["tags"] = [
+                t for t in cell.metadata.get("tags", []) if t not in NBVAL_TAGS
+            ]
+            if regions:
+                exercises.append((len(cells), regions, defined_names(original), f"{name}:{i}"))
+        cells.append(cell)
+    owner: dict[int, list] = {}
+    for check in suite or ():
+        at = [pos for pos, _, names, _ in exercises if set(check.needs) & names]
+        if at:
+            owner.setdefault(at[-1], []).append(check)
+    for pos, regions, _, key in reversed(exercises):  # from the end: positions stay valid
+        digest = hashlib.sha1(key.encode()).hexdigest()[:8]
+        extra = exercise_cell(regions, owner.get(pos, []), f"ex-{digest}")
+        if extra is not None:
+            cells.insert(pos, extra)
+    lab.cells = cells
     return notebooks.clean(lab)
 
 
@@ -86,6 +265,13 @@ def solution_files(solutions_dir: Path) -> list[Path]:
     return sorted(solutions_dir.glob("[0-9][0-9]_*.ipynb"))
 
 
+def suite_for(notebook_name: str):
+    """The grading checks of the lab whose notebook file is ``notebook_name`` (or ())."""
+    from shared.suites import LABS
+
+    return next((lab.checks for lab in LABS.values() if lab.notebook == notebook_name), ())
+
+
 def build(solutions_dir: Path, labs_dir: Path, write: bool = True) -> list[Problem]:
     """Generate every lab; with ``write=False`` only compare (what ``check`` does)."""
     from shared.io import atomic_write_text
@@ -96,11 +282,12 @@ def build(solutions_dir: Path, labs_dir: Path, write: bool = True) -> list[Probl
         expected_names.add(sol_path.name)
         solution = nbformat.read(sol_path, as_version=4)
         try:
-            text = notebooks.dumps(build_lab(solution, sol_path.name))
+            lab_nb = build_lab(solution, sol_path.name, suite_for(sol_path.name))
+            text = notebooks.dumps(lab_nb)
         except MarkerError as exc:
             problems.append(Problem(sol_path, str(exc)))
             continue
-        if "BEGIN SOLUTION" in text or "END SOLUTION" in text:
+        if any(m in text for m in ("BEGIN SOLUTION", "END SOLUTION", "### HINT", "### LAB ")):
             problems.append(Problem(sol_path, "solution marker left in the generated lab"))
         lab_path = labs_dir / sol_path.name
         if write:

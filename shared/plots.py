@@ -46,16 +46,17 @@ def sample_grid(
 
 
 def training_curves(history: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
-    """Loss and accuracy per epoch for train and validation, side by side."""
+    """Loss and accuracy per epoch, side by side: whichever of train_/val_ loss and accuracy
+    the history records (``fit`` records all four; Lab 1.2's ``my_fit`` train loss and
+    validation accuracy)."""
     fig = Figure(figsize=(10, 3.6))
     epochs = [h["epoch"] for h in history]
-    for ax, key, label in zip(
-        fig.subplots(1, 2), ("loss", "accuracy"), ("loss", "accuracy"), strict=True
-    ):
-        ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
-        ax.plot(epochs, [h[f"val_{key}"] for h in history], "s--", label="validation")
+    for ax, key in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
+        for split, style, label in (("train", "o-", "train"), ("val", "s--", "validation")):
+            if history and f"{split}_{key}" in history[0]:
+                ax.plot(epochs, [h[f"{split}_{key}"] for h in history], style, label=label)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
+        ax.set_ylabel(key)
         ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -97,24 +98,82 @@ def confusion_figure(matrix: torch.Tensor, title: str = "confusion matrix") -> F
 
 
 def compare_runs(runs: Mapping[str, Mapping[str, Any]], metric: str = "val_accuracy") -> Figure:
-    """Several runs' ``metric`` per epoch on one axis, plus their final test accuracy."""
+    """Several runs side by side: ``metric`` per epoch (bars when every run has a single
+    epoch: one dot per run on a line chart says nothing) and their final test accuracy."""
     fig = Figure(figsize=(10, 3.6))
-    ax_curve, ax_bar = fig.subplots(1, 2)
+    ax_left, ax_bar = fig.subplots(1, 2)
     names = list(runs)
-    for name in names:
-        hist = runs[name]["history"]
-        ax_curve.plot([h["epoch"] for h in hist], [h[metric] for h in hist], "o-", label=name)
-    ax_curve.set_xlabel("epoch")
-    ax_curve.set_ylabel(metric.replace("_", " "))
-    ax_curve.grid(alpha=0.3)
-    ax_curve.legend(fontsize=8)
+    label = metric.replace("_", " ")
+    if max((len(runs[n]["history"]) for n in names), default=0) <= 1:
+        values = [(runs[n]["history"] or [{}])[-1].get(metric, float("nan")) for n in names]
+        _accuracy_bars(ax_left, names, values, f"{label} after its one epoch")
+    else:
+        for name in names:
+            hist = runs[name]["history"]
+            ax_left.plot([h["epoch"] for h in hist], [h[metric] for h in hist], "o-", label=name)
+        ax_left.set_xlabel("epoch")
+        ax_left.set_ylabel(label)
+        ax_left.grid(alpha=0.3)
+        ax_left.legend(fontsize=8)
     accs = [(runs[n].get("test") or {}).get("accuracy", float("nan")) for n in names]
-    bars = ax_bar.barh(names, accs, color="tab:blue")
-    ax_bar.bar_label(bars, labels=[f"{a:.2%}" for a in accs], padding=2, fontsize=8)
-    ax_bar.set_xlabel("test accuracy")
-    finite = [a for a in accs if a == a]
+    _accuracy_bars(ax_bar, names, accs, "test accuracy")
+    fig.tight_layout()
+    return fig
+
+
+def _accuracy_bars(ax, names: Sequence[str], values: Sequence[float], xlabel: str) -> None:
+    """Horizontal bars labelled with percentages, the axis zoomed to where they differ."""
+    bars = ax.barh(list(names), list(values), color="tab:blue")
+    ax.bar_label(bars, labels=[f"{v:.2%}" for v in values], padding=2, fontsize=8)
+    ax.set_xlabel(xlabel)
+    finite = [v for v in values if v == v]
     if finite:
-        ax_bar.set_xlim(max(0.0, min(finite) - 0.05), 1.0)
+        ax.set_xlim(max(0.0, min(finite) - 0.05), 1.0)
+
+
+def dag_graph(dag, title: str | None = None) -> Figure:
+    """A DAG's tasks as boxes (task id and operator) in dependency order, left to right,
+    with an arrow for every dependency: the UI's Graph view, drawn from the DAG object."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    tasks = {t.task_id: t for t in dag.tasks}
+    depth: dict[str, int] = {}
+
+    def level(task_id: str) -> int:  # longest path from a root: its column
+        if task_id not in depth:
+            ups = tasks[task_id].upstream_task_ids
+            depth[task_id] = 1 + max((level(u) for u in ups), default=-1)
+        return depth[task_id]
+
+    columns: dict[int, list[str]] = {}
+    for task_id in sorted(tasks):
+        columns.setdefault(level(task_id), []).append(task_id)
+    rows = max(len(c) for c in columns.values())
+    fig = Figure(figsize=(2.9 * len(columns) + 0.4, 1.1 * rows + 0.9))
+    ax = fig.add_subplot()
+    ax.set_xlim(-0.2, 2.9 * len(columns))
+    ax.set_ylim(-0.7, 1.1 * rows)
+    ax.axis("off")
+    at: dict[str, tuple[float, float]] = {}
+    for col, ids in columns.items():
+        for row, task_id in enumerate(ids):
+            y = 1.1 * (rows - 1) / 2 + 1.1 * ((len(ids) - 1) / 2 - row)
+            at[task_id] = (col * 2.9 + 1.1, y)
+    for task_id, (x, y) in at.items():
+        ax.add_patch(FancyBboxPatch((x - 1.0, y - 0.32), 2.0, 0.64, boxstyle="round,pad=0.05",
+                                    facecolor="#dcfce7", edgecolor="#334155"))  # fmt: skip
+        ax.text(x, y + 0.09, task_id, ha="center", va="center", fontsize=10, weight="bold")
+        kind = type(tasks[task_id]).__name__.removeprefix("_")
+        kind = {"PythonDecoratedOperator": "@task", "DecoratedMappedOperator": "@task, mapped"}.get(
+            kind, kind
+        )
+        ax.text(x, y - 0.17, kind, ha="center", va="center", fontsize=8, color="#475569")
+    for task_id, task in tasks.items():
+        for down in task.downstream_task_ids:
+            (x0, y0), (x1, y1) = at[task_id], at[down]
+            ax.add_patch(FancyArrowPatch((x0 + 1.02, y0), (x1 - 1.02, y1), arrowstyle="-|>",
+                                         mutation_scale=16, lw=1.5, color="#334155"))  # fmt: skip
+    ax.set_title(title or dag.dag_id, fontsize=11)
     fig.tight_layout()
     return fig
 

@@ -77,18 +77,21 @@ def _write_totals_replaces(ns: Namespace) -> None:
         ns["write_totals"](path, [1, 2, 3])
         ns["write_totals"](path, [4])
         got = path.read_text()
-    assert got == "4\n", (
-        f"after writing [1, 2, 3] then [4] the file holds {got!r}; expected '4\\n': each run "
-        "replaces the whole file (open with 'w'), one value per line"
+    assert got.splitlines() == ["4"], (
+        f"after writing [1, 2, 3] then [4] the file holds {got!r}; expected the one line '4': "
+        "each run replaces the whole file (open with 'w'), one value per line"
     )
 
 
 def _partition_rejects_impossible_dates(ns: Namespace) -> None:
+    from os import PathLike
     from pathlib import Path
 
     func = ns["partition_path"]
-    assert Path(func("lake", "features", "2024-02-29")) == Path("lake/features/2024-02-29"), (
-        "2024-02-29 (a leap day) must be accepted and give lake/features/2024-02-29"
+    got = func("lake", "features", "2024-02-29")
+    assert isinstance(got, str | PathLike) and Path(got) == Path("lake/features/2024-02-29"), (
+        f"partition_path('lake', 'features', '2024-02-29') returned {got!r}; a leap day is a "
+        "real date: expected Path('lake/features/2024-02-29')"
     )
     for bad in ("2024-02-30", "2024-13-01"):
         try:
@@ -109,11 +112,19 @@ def _dag_file(ns: Namespace):
     return load_dag_file(ns["draft"])
 
 
-def _dag_partitions_by_date(ns: Namespace) -> None:
-    """Run the learner's DAG for a day the notebook never uses; outputs land in that day's
-    partitions, and a rerun of the day leaves identical files."""
+def _read_json(path, what: str) -> Any:
+    """A JSON file the learner's code wrote, or an AssertionError saying what is wrong."""
     import json
 
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise AssertionError(f"{what} ({path.name}) is not readable JSON: {exc}") from None
+
+
+def _dag_partitions_by_date(ns: Namespace) -> None:
+    """Run the learner's DAG for a day the notebook never uses; outputs land in that day's
+    partitions, with the keys the notebook names, and a rerun leaves identical files."""
     from shared import airflow_local, paths
 
     bag = _dag_file(ns)
@@ -125,15 +136,34 @@ def _dag_partitions_by_date(ns: Namespace) -> None:
     raw = paths.data_root() / "lab1_1" / "raw" / ds / "numbers.json"
     processed = paths.data_root() / "lab1_1" / "processed" / ds / "summary.json"
     states = airflow_local.run_dag(dag, ds)
-    assert set(states.values()) == {"success"}, f"run for {ds}: {states}"
+    failed = {t: s for t, s in states.items() if s != "success"}
+    assert not failed, (
+        f"a run for {ds} did not succeed: {failed}; run your DAG for {ds} and read the log"
+    )
     assert raw.is_file() and processed.is_file(), (
         f"after a run for {ds} expected data/lab1_1/raw/{ds}/numbers.json and "
-        f"data/lab1_1/processed/{ds}/summary.json: build the paths from ds, not a fixed date"
+        f"data/lab1_1/processed/{ds}/summary.json: build the paths from data_root() and ds, "
+        "not a fixed date or a relative folder"
     )
-    numbers = json.loads(raw.read_text())["numbers"]
-    summary = json.loads(processed.read_text())
-    assert summary.get("total") == sum(numbers), (
-        f"summary total {summary.get('total')} is not the sum of that day's numbers {sum(numbers)}"
+    written = _read_json(raw, "make_numbers' file")
+    numbers = written.get("numbers") if isinstance(written, dict) else None
+    assert isinstance(numbers, list) and len(numbers) == 10, (
+        f"numbers.json holds {type(written).__name__} {str(written)[:80]}; expected "
+        '{"ds": "<ds>", "numbers": [ten integers]}'
+    )
+    assert written.get("ds") == ds, (
+        f'numbers.json says "ds": {written.get("ds")!r}; expected {ds!r}'
+    )
+    summary = _read_json(processed, "summarize's file")
+    keys = {"ds", "count", "total", "max"}
+    assert isinstance(summary, dict) and keys <= set(summary), (
+        f"summary.json holds {str(summary)[:80]}; expected a mapping with the keys {sorted(keys)}"
+    )
+    expected = {"ds": ds, "count": 10, "total": sum(numbers), "max": max(numbers)}
+    wrong = {k: summary[k] for k in keys if summary[k] != expected[k]}
+    assert not wrong, (
+        f"for {ds}, summary.json has {wrong}; from that day's numbers expected "
+        + str({k: expected[k] for k in wrong})
     )
     before = (raw.read_bytes(), processed.read_bytes())
     airflow_local.run_dag(dag, ds)
@@ -141,6 +171,23 @@ def _dag_partitions_by_date(ns: Namespace) -> None:
         "a second run of the same day changed its files: tasks must overwrite, and draw their "
         "numbers from a generator seeded by ds"
     )
+
+
+def _cron_long_horizon(ns: Namespace) -> None:
+    """The cron answers over a longer stretch the notebook never shows: across a weekend,
+    past midnight and through a leap day."""
+    from datetime import datetime
+
+    expected = {
+        "weekdays at 02:30": ["2024-02-29 02:30", "2024-03-01 02:30", "2024-03-04 02:30",
+                              "2024-03-05 02:30"],
+        "every 15 minutes": ["2024-02-28 23:45", "2024-02-29 00:00", "2024-02-29 00:15",
+                             "2024-02-29 00:30"],
+        "first of the month at midnight": ["2024-03-01 00:00", "2024-04-01 00:00",
+                                           "2024-05-01 00:00", "2024-06-01 00:00"],
+    }  # fmt: skip
+    problems = checks._cron_problems(ns["cron"], expected, datetime(2024, 2, 28, 23, 40))
+    assert not problems, "from 2024-02-28 23:40 on: " + "; ".join(problems)
 
 
 # --------------------------------------------------------------------------- 02 PyTorch
@@ -172,7 +219,7 @@ def _learns_mnist(ns: Namespace) -> None:
     torch.manual_seed(0)
     model = ns["MyMLP"]()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    ns["train_epoch"](model, ns["make_loader"](splits.train, 64), optimizer)
+    ns["train_epoch"](model, ns["make_loader"](splits.train, 64), optimizer, torch.device("cpu"))
     val = [(splits.val.normalized(), splits.val.labels)]
     accuracy = evaluate(model, val, torch.device("cpu"))["accuracy"]
     assert accuracy >= LEARN_THRESHOLD, (
@@ -189,6 +236,30 @@ def _mlp_layer_sizes(ns: Namespace) -> None:
     expected = 784 * 128 + 128 + 128 * 10 + 10
     assert n == expected, (
         f"MyMLP has {n:,} parameters; the exercise's 784→128→10 layers have {expected:,}"
+    )
+
+
+def _script_unseen_config(ns: Namespace) -> None:
+    """The learner's training script on a config the notebook never shows (3 epochs, batch
+    32, 600 images): one history entry per configured epoch, and it learns."""
+    import tempfile
+    from pathlib import Path
+
+    from shared.paths import project_root
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "unseen.yaml"
+        smoke = project_root() / "configs" / "smoke.yaml"
+        cfg.write_text(
+            f"extends: {smoke}\ndata:\n  subset: 600\ntraining:\n  epochs: 3\n  batch_size: 32\n"
+        )
+        metrics = checks.script_result(ns["script"], cfg, Path(tmp) / "out")
+    assert len(metrics["history"]) == 3, (
+        f"with training.epochs: 3 the script recorded {len(metrics['history'])} epochs: read "
+        "epochs (and batch_size, learning_rate) from the config, not from fixed numbers"
+    )
+    assert metrics["test_accuracy"] >= 0.6, (
+        f"three epochs on 540 images reached {metrics['test_accuracy']:.1%}; expected at least 60%"
     )
 
 
@@ -209,7 +280,7 @@ def _config_changes_only_what_was_asked(ns: Namespace) -> None:
     try:
         mine = checks.config_from_text(ns["my_config_yaml"]).model_dump(exclude={"output"})
     except ConfigError as exc:
-        raise AssertionError(f"your config does not load: {exc}") from None
+        raise AssertionError(f"your config does not load: {str(exc).split(': ', 1)[-1]}") from None
     asked = ["model.name=mlp", "training.learning_rate=0.005", "training.epochs=1"]
     default = project_root() / "configs" / "default.yaml"
     expected = load_config(default, asked).model_dump(exclude={"output"})
@@ -226,12 +297,46 @@ def _config_changes_only_what_was_asked(ns: Namespace) -> None:
     )
 
 
+#: Configs the Lab 1.3 notebook never shows: (overrides on default.yaml, training images).
+#: The MLP (two layers, a step schedule: the rate changes only at epoch ends) learns to
+#: about 0.8 test accuracy with the solution's trainer; 0.6 catches one that does not.
+UNSEEN_CONFIGS = [
+    (["seed=7", "model.name=mlp", "model.hidden_sizes=[64, 32]", "data.subset=1000",
+      "training.epochs=2", "training.batch_size=100", "training.learning_rate=0.003",
+      "training.scheduler=step"], 900),
+    (["model.channels=[4, 8]", "model.fc=16", "data.subset=500", "training.epochs=1",
+      "training.batch_size=64", "training.learning_rate=0.01"], 450),
+]  # fmt: skip
+
+
+def _trainer_unseen_configs(ns: Namespace) -> None:
+    from shared.config import load_config
+    from shared.paths import project_root
+
+    default = project_root() / "configs" / "default.yaml"
+    results = [
+        checks._check_trainer_run(
+            ns["train_from_config"], load_config(default, [*o, "training.progress=false"]), n
+        )
+        for o, n in UNSEEN_CONFIGS
+    ]
+    accuracy = results[0]["test_accuracy"]
+    assert accuracy >= 0.6, (
+        f"the two-layer MLP config reached {accuracy:.1%} test accuracy; expected at least "
+        "60%: is the loss going down (train_loss in your history)?"
+    )
+
+
 # --------------------------------------------------------------------------- the suites
 
 # One line per check: id, points, the names it needs, then how it is called (public: the
 # self-check the notebook also calls; hidden: an instructor-only function above).
 # fmt: off
 _LAB_0 = (
+    _public(checks.lifecycle_quiz, "lifecycle_quiz", 1, ("loop_of",),
+            lambda ns: checks.lifecycle_quiz(ns["loop_of"])),
+    _public(checks.tool_quiz, "tool_quiz", 1, ("tool_of",),
+            lambda ns: checks.tool_quiz(ns["tool_of"])),
     _public(checks.idempotent_writer, "idempotent_writer", 1, ("write_totals",),
             lambda ns: checks.idempotent_writer(ns["write_totals"])),
     Check("write_replaces", "a second write replaces the first (hidden case)", 1,
@@ -240,18 +345,24 @@ _LAB_0 = (
             lambda ns: checks.partition_path(ns["partition_path"])),
     Check("real_dates_only", "partition path accepts real dates only (hidden cases)", 1,
           ("partition_path",), _partition_rejects_impossible_dates, public=False),
+    _public(checks.settings_from_config, "settings_from_config", 1, ("optimizer_settings",),
+            lambda ns: checks.settings_from_config(ns["optimizer_settings"])),
     _public(checks.explicit_accuracy, "explicit_accuracy", 1, ("accuracy",),
             lambda ns: checks.explicit_accuracy(ns["accuracy"])),
 )
 _LAB_1_1 = (
-    _public(checks.schedule_preset, "schedule_preset", 1, ("schedule",),
-            lambda ns: checks.schedule_preset(ns["schedule"])),
+    _public(checks.cron_expressions, "cron_expressions", 2, ("cron",),
+            lambda ns: checks.cron_expressions(ns["cron"])),
+    Check("cron_long_horizon", "cron expressions hold across a weekend and a leap day "
+          "(hidden)", 1, ("cron",), _cron_long_horizon, public=False),
     _public(checks.lab1_1_dag, "dag_structure", 3, ("draft",),
             lambda ns: checks.lab1_1_dag(_dag_file(ns))),
-    _public(checks.all_succeeded, "all_succeeded", 1, ("states",),
+    _public(checks.all_succeeded, "all_succeeded", 1, ("draft", "states"),
             lambda ns: checks.all_succeeded(ns["states"])),
     Check("partitions_by_date", "the DAG writes a new day's partitions, rerun-safe (hidden: "
           "runs 2024-03-15)", 3, ("draft",), _dag_partitions_by_date, public=False, timeout=180),
+    _public(checks.debugged_dag, "debugged_dag", 2, ("debug_file", "debug_bag", "debug_tries"),
+            lambda ns: checks.debugged_dag(ns["debug_bag"], ns["debug_tries"]), timeout=180),
 )
 _LAB_1_2 = (
     _public(checks.flatten_batch, "flatten", 1, ("flatten",),
@@ -263,15 +374,23 @@ _LAB_1_2 = (
     Check("mlp_layer_sizes", "MyMLP has the 784→128→10 layers asked for", 1, ("MyMLP",),
           _mlp_layer_sizes, public=False, required=False),
     _public(checks.data_loader, "data_loader", 1, ("make_loader",),
-            lambda ns: checks.data_loader(ns["make_loader"](_synthetic_split(), 32), 32)),
+            lambda ns: checks.data_loader(ns["make_loader"], _synthetic_split(), 32)),
+    _public(checks.device_choice, "device_choice", 1, ("pick_device",),
+            lambda ns: checks.device_choice(ns["pick_device"])),
     _public(checks.train_loop, "train_loop", 3, ("train_epoch",),
             lambda ns: checks.train_loop(ns["train_epoch"])),
     _public(checks.evaluate_loop, "evaluate_loop", 2, ("evaluate",),
             lambda ns: checks.evaluate_loop(ns["evaluate"])),
+    _public(checks.fit_loop, "fit_loop", 2, ("my_fit",),
+            lambda ns: checks.fit_loop(ns["my_fit"])),
     Check("learns_mnist", f"your pieces learn MNIST: ≥ {LEARN_THRESHOLD:.0%} after one epoch "
           "(hidden)", 2, ("MyMLP", "make_loader", "train_epoch"), _learns_mnist, public=False),
     _public(checks.same_predictions, "checkpoint_roundtrip", 1, ("my_model", "reloaded"),
             _same_predictions),
+    _public(checks.training_script, "training_script", 2, ("script",),
+            lambda ns: checks.training_script(ns["script"], "configs/smoke.yaml"), timeout=300),
+    Check("script_unseen_config", "the script follows a config the notebook never shows "
+          "(hidden)", 1, ("script",), _script_unseen_config, public=False, timeout=300),
 )
 _LAB_1_3 = (
     _public(checks.my_config, "my_config", 3, ("my_config_yaml",),
@@ -279,6 +398,10 @@ _LAB_1_3 = (
     Check("only_what_was_asked", "your config changes nothing else (hidden)", 1,
           ("my_config_yaml",), _config_changes_only_what_was_asked, public=False,
           required=False),
+    _public(checks.config_trainer, "config_trainer", 4, ("train_from_config",),
+            lambda ns: checks.config_trainer(ns["train_from_config"])),
+    Check("trainer_unseen_configs", "train_from_config follows configs the notebook never "
+          "shows (hidden)", 3, ("train_from_config",), _trainer_unseen_configs, public=False),
 )
 # fmt: on
 
@@ -313,4 +436,17 @@ def run_in_kernel(namespace: Namespace, lab_id: str, check_id: str) -> None:
             f"{' and '.join(missing)} never defined: the cell that defines "
             f"{'them' if len(missing) > 1 else 'it'} raised or never ran"
         )
-    check.run(namespace)
+    try:
+        check.run(namespace)
+    except (AssertionError, CheckNotRun):
+        raise
+    except NotImplementedError as exc:
+        raise checks.CheckFailed(checks.unwritten(exc)) from None
+    except Exception as exc:
+        # The learner's code raised while being checked: say so as a hint with what was
+        # being checked, not as a bare exception (a public check's own cell shows the
+        # traceback; a hidden check's inputs are nowhere in the notebook).
+        raise checks.CheckFailed(
+            f"your code raised {type(exc).__name__}: {str(exc).strip()[:300]} (while checking: "
+            f"{check.what}); run your code on such an input in the notebook to see where"
+        ) from None

@@ -189,6 +189,19 @@ def predict(
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of every parameter and buffer (names, dtypes, shapes and bytes), 16 hex digits:
+    two models with the same digest compute exactly the same function."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -443,6 +456,7 @@ def fit(
             "history": history,
             "train_seconds": sum(h["seconds"] for h in history),
             "test": test,
+            "weights_sha256": weights_digest(model),
         }
 
     last = (

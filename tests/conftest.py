@@ -71,3 +71,49 @@ def _free_port() -> int:
 def free_port():
     """A function returning a loopback port that is free right now."""
     return _free_port
+
+
+#: The parameters each solution runs with on the smoke config (Lab 1.3 also shrinks its
+#: experiments to the smoke subset).
+SMOKE_PARAMS = {
+    "00_mlops_lifecycle.ipynb": {"config_path": "configs/smoke.yaml"},
+    "01_lab1_1_first_airflow_dag.ipynb": {"config_path": "configs/smoke.yaml"},
+    "02_lab1_2_pytorch_training.ipynb": {"config_path": "configs/smoke.yaml"},
+    "03_lab1_3_config_driven_training.ipynb": {
+        "config_path": "configs/smoke.yaml",
+        "overrides": ["data.subset=1200"],
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """``smoke_run(name)`` executes ``solutions/<name>`` on the smoke config with papermill,
+    once per session, in a project sandbox of its own, and returns (executed notebook,
+    project root, seconds, error or None). Tests that read the same execution share it
+    (the notebook tests and the notebook-vs-DAG parity test)."""
+    import time
+
+    from shared import experiments
+
+    done: dict[str, tuple[Path, Path, float, Exception | None]] = {}
+
+    def run(name: str):
+        if name not in done:
+            base = tmp_path_factory.mktemp(name.split("_")[0])
+            root = make_sandbox(base / "project")
+            out = base / name
+            start = time.perf_counter()
+            error = None
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("WORKBOOK_ROOT", str(root))
+                try:
+                    experiments.run_notebook(
+                        REPO / "solutions" / name, out, SMOKE_PARAMS[name], timeout=300
+                    )
+                except Exception as exc:  # the test that asks reports it, with the notebook
+                    error = exc
+            done[name] = (out, root, time.perf_counter() - start, error)
+        return done[name]
+
+    return run

@@ -46,9 +46,13 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
-def screenshot_logged_in(url: str, token: str, out: Path, profile: Path, port: int) -> bytes:
+def screenshot_logged_in(
+    url: str, token: str, shots: dict[str, Path], profile: Path, port: int
+) -> dict[str, bytes]:
     """Headless Chromium driven over the DevTools protocol: set the UI's login cookie
-    (`_token`, the JWT from /auth/token), open ``url``, wait for the page, save a PNG."""
+    (`_token`, the JWT from /auth/token), then for each ``{view: path}`` of ``shots`` (the
+    DAG page's "grid" or "graph" view, the UI's `default_dag_view` setting in the browser's
+    local storage) open ``url``, wait for the page, save a PNG."""
     import websocket  # websocket-client, already in the lock file (a Jupyter dependency)
 
     chromium = shutil.which("chromium")
@@ -86,16 +90,23 @@ def screenshot_logged_in(url: str, token: str, out: Path, profile: Path, port: i
         base = url.split("/dags/")[0]
         send("Network.enable")
         send("Network.setCookie", {"name": "_token", "value": token, "url": base + "/"})
-        send("Page.navigate", {"url": url})
-        time.sleep(8)  # the React UI fetches the DAG and its runs after load
-        png = base64.b64decode(send("Page.captureScreenshot", {"format": "png"})["data"])
+        pngs = {}
+        for view, out in shots.items():
+            send("Page.navigate", {"url": base + "/"})
+            time.sleep(2)
+            send("Runtime.evaluate", {"expression": (
+                f"localStorage.setItem('default_dag_view', JSON.stringify({view!r}))"
+            )})  # fmt: skip
+            send("Page.navigate", {"url": url})
+            time.sleep(8)  # the React UI fetches the DAG and its runs after load
+            pngs[view] = base64.b64decode(send("Page.captureScreenshot", {"format": "png"})["data"])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(pngs[view])
         ws.close()
     finally:
         browser.terminate()
         browser.wait(timeout=30)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(png)
-    return png
+    return pngs
 
 
 def _json_or_none(url: str):
@@ -176,17 +187,19 @@ def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox, free_port):
         assert {t["task_id"]: t["state"] for t in tis["task_instances"]} == {
             "make_numbers": "success", "announce": "success", "summarize": "success",
         }  # fmt: skip
-        shot = ARTIFACTS / "lab1_1_first_dag_grid.png"
-        png = screenshot_logged_in(
+        # `make screenshots` copies these two into docs/images/, where Lab 1.1 shows them.
+        pngs = screenshot_logged_in(
             f"{base}/dags/lab1_1_first_dag",
             token["access_token"],
-            shot,
+            {view: ARTIFACTS / f"lab1_1_first_dag_{view}.png" for view in ("grid", "graph")},
             tmp_path / "chromium",
             free_port(),
         )
-        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, (
-            "a rendered page, not a blank one"
-        )
+        for png in pngs.values():
+            assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, (
+                "a rendered page, not a blank one"
+            )
+        assert pngs["grid"] != pngs["graph"], "the two views differ"
         summary = sandbox / "data" / "lab1_1" / "processed" / "2024-01-01" / "summary.json"
         assert json.loads(summary.read_text())["count"] == 10, (
             "the task wrote into the project root"

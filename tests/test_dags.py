@@ -155,7 +155,7 @@ def test_run_dag_schedules_a_draft_as_written_outside_the_dags_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_training_pipeline_end_to_end_and_idempotent(dagbag, sandbox):
+def test_training_pipeline_end_to_end_and_idempotent(dagbag, sandbox, smoke_run):
     states, dr = run(dagbag, "mnist_training_pipeline", SMOKE)
     assert states == {t: ("success", 1) for t in EXPECTED_STRUCTURE["mnist_training_pipeline"]}
     partition = sandbox / "data" / "raw" / DS
@@ -176,6 +176,16 @@ def test_training_pipeline_end_to_end_and_idempotent(dagbag, sandbox):
     # XCom carries paths and small metrics, never data
     ti = dr.get_task_instance("evaluate")
     assert ti.xcom_pull(task_ids="train") == str(run_dir)
+
+    # Parity: the promoted code is the notebook's code. The same config through Lab 1.2's
+    # notebook under papermill and through this DAG gives the same model, bit for bit.
+    _, notebook_root, _, error = smoke_run("02_lab1_2_pytorch_training.ipynb")
+    assert error is None, error
+    dag_metrics = json.loads((run_dir / "metrics.json").read_text())
+    nb_metrics = json.loads((notebook_root / "runs" / run_dir.name / "metrics.json").read_text())
+    assert nb_metrics["config_hash"] == dag_metrics["config_hash"]
+    assert nb_metrics["test"]["accuracy"] == dag_metrics["test"]["accuracy"]
+    assert nb_metrics["weights_sha256"] == dag_metrics["weights_sha256"]
 
     # Rerun the same logical date: same data, same model, nothing duplicated.
     before = {

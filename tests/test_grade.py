@@ -280,9 +280,11 @@ BUGS = [
      "evaluate_loop", "call model.eval()"),
     ("1.2", "no_no_grad",
      {"    with torch.no_grad():\n        for images, labels in loader:\n"
+      "            images, labels = images.to(device), labels.to(device)\n"
       "            correct += (model(images).argmax(1) == labels).sum().item()\n"
       "            total += len(labels)\n":
       "    for images, labels in loader:\n"
+      "        images, labels = images.to(device), labels.to(device)\n"
       "        correct += (model(images).argmax(1) == labels).sum().item()\n"
       "        total += len(labels)\n"},
      "evaluate_loop", "torch.no_grad()"),
@@ -294,8 +296,13 @@ BUGS = [
     ("1.1", "dag_missing_dependency",
      {"    [numbers, announce] >> summarize(numbers)": "    summarize(numbers)"},
      "dag_structure", "must wait for both"),
+    ("1.1", "weekdays_every_day", {'"30 2 * * 1-5"': '"30 2 * * *"'},
+     "cron_expressions", "2024-01-06 02:30"),
     ("1.3", "config_typo", {"  learning_rate: 0.005\n": "  learnin_rate: 0.005\n"},
      "my_config", "learnin_rate"),
+    ("1.3", "trainer_fixed_batch_size",
+     {"batch_size=config.training.batch_size, shuffle=True": "batch_size=64, shuffle=True"},
+     "trainer_unseen_configs", "take batch_size and epochs from config.training"),
 ]  # fmt: skip
 
 
@@ -334,7 +341,10 @@ def test_a_batch_of_buggy_and_hostile_submissions(tmp_path, sandbox):
     assert out.returncode == 1, out.stderr
     assert "grading" in out.stderr  # the progress bar
     assert "not_json.ipynb: not graded (unreadable)" in out.stdout  # a line per submission
-    assert "no_optimizer_step.ipynb: 9/14 fail: train_loop, learns_mnist" in out.stdout
+    assert (
+        "no_optimizer_step.ipynb: 10/20 fail: train_loop, fit_loop, learns_mnist, "
+        "training_script, script_unseen_config" in out.stdout
+    )
     reports = {
         Path(r["notebook"]).stem: r for r in json.loads(results.with_suffix(".json").read_text())
     }

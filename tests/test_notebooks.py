@@ -7,7 +7,6 @@ solutions/`, part of `make test`).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import nbformat
@@ -41,12 +40,15 @@ def test_labs_are_generated_from_solutions_without_drift():
 @pytest.mark.parametrize("name", NAMES)
 def test_labs_leak_no_solution(name):
     solution, lab = REPO / "solutions" / name, REPO / "labs" / name
-    regions = sum(labs.stub_source(c.source)[1] for c in code_cells(solution))
+    regions = [r for c in code_cells(solution) for r in labs.parse_regions(c.source)[1]]
     lab_text = lab.read_text()
-    assert regions >= 1, "every notebook has at least one exercise"
+    assert regions, "every notebook has at least one exercise"
     assert "BEGIN SOLUTION" not in lab_text and "END SOLUTION" not in lab_text
     stubs = sum(c.source.count("raise NotImplementedError(") for c in code_cells(lab))
-    assert stubs == regions
+    fix_or_fill = sum(
+        c.source.count("# FIX ME: ") + c.source.count("# YOUR CODE HERE: ") for c in code_cells(lab)
+    )
+    assert stubs == sum(r.broken is None for r in regions) and fix_or_fill == len(regions)
     assert all(not c.outputs for c in code_cells(lab)), "labs carry no outputs of the solution"
     inside_lines, outside_lines = set(), set()
     for cell in code_cells(solution):
@@ -62,16 +64,16 @@ def test_labs_leak_no_solution(name):
     # a solution line may legitimately appear in the lab only where the solution also has it
     # outside a region (a "bad way" example, a check call)
     leaked = {line for line in inside_lines - outside_lines if len(line) > 12} & lab_lines
-    assert not leaked, f"solution lines leaked into the lab: {sorted(leaked)}"
+    assert not leaked, f"solution lines leaked into the lab's code: {sorted(leaked)}"
 
 
 def test_stub_source_keeps_indentation_and_hint():
     src = "def f():\n    ### BEGIN SOLUTION (return 42)\n    return 42\n    ### END SOLUTION\n"
     out, n = labs.stub_source(src)
     assert n == 1
-    assert (
-        out
-        == "def f():\n    # YOUR CODE HERE: return 42\n    raise NotImplementedError('return 42')"
+    assert out == (
+        "def f():\n    # YOUR CODE HERE: return 42\n"
+        "    raise NotImplementedError('not written yet: return 42')"
     )
     for bad in ("### BEGIN SOLUTION\nx = 1\n", "x = 1\n### END SOLUTION\n",
                 "### BEGIN SOLUTION\n### BEGIN SOLUTION\n"):  # fmt: skip
@@ -96,17 +98,29 @@ def test_labs_check_reports_a_hand_edited_lab(tmp_path):
 def test_promoted_dag_matches_the_lab_1_1_solution():
     """dags/lab1_1_first_dag.py is exactly what the solution's %%writefile cell promotes."""
     (cell,) = [
-        c for c in code_cells(REPO / "solutions" / NAMES[1]) if c.source.startswith("%%writefile")
+        c
+        for c in code_cells(REPO / "solutions" / NAMES[1])
+        if c.source.startswith("%%writefile {draft}")
     ]
-    body = cell.source.split("\n", 1)[1]
-    published = "".join(
-        line
-        for line in body.splitlines(keepends=True)
-        if not (labs.BEGIN.match(line) or labs.END.match(line))
-    )
+    published = labs.published_source(cell.source.split("\n", 1)[1])
+    assert "###" not in published.replace("### Lab 1.1", "")
     assert published.rstrip("\n") == (REPO / "dags" / "lab1_1_first_dag.py").read_text().rstrip(
         "\n"
     )
+
+
+def test_lab_1_3_sweep_refuses_an_unsaved_or_stubbed_notebook():
+    """papermill runs the saved file: a stubbed file, or a function edited in the kernel but
+    not saved, is named before four sub-runs fail."""
+
+    def train_from_config(config):  # not the saved notebook's version
+        return {}
+
+    problems = experiments.saved_notebook_problems(REPO / "labs" / NAMES[3], train_from_config)
+    assert len(problems) == 2
+    assert problems[0].startswith("the saved file still has unwritten exercises (cells ")
+    assert problems[1] == "train_from_config differs from the saved file (edited, not saved)"
+    assert experiments.saved_notebook_problems(REPO / "solutions" / NAMES[3]) == []
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -118,7 +132,9 @@ def test_solution_hygiene(name):
     assert nb.metadata.kernelspec.name == "mlops-workbook"
     text = path.read_text()
     assert str(REPO) not in text and "/home/" not in text and "/root/" not in text, "absolute paths"
-    checked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+    checked = [
+        c for c in nb.cells if "nbval-check-output" in c.metadata.get("tags", [])
+    ]  # fmt: skip
     assert checked and all(c.outputs for c in checked), (
         "checked cells carry the outputs nbval compares"
     )
@@ -128,25 +144,12 @@ def test_solution_hygiene(name):
 # ------------------------------------------------------------------ execution
 
 
-SMOKE_PARAMS = {
-    "00_mlops_lifecycle.ipynb": {"config_path": "configs/smoke.yaml"},
-    "01_lab1_1_first_airflow_dag.ipynb": {"config_path": "configs/smoke.yaml"},
-    "02_lab1_2_pytorch_training.ipynb": {"config_path": "configs/smoke.yaml"},
-    "03_lab1_3_config_driven_training.ipynb": {
-        "config_path": "configs/smoke.yaml",
-        "overrides": ["data.subset=1200"],
-    },
-}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_solution_runs_on_the_smoke_config(name, sandbox, tmp_path):
-    out = tmp_path / name
-    start = time.perf_counter()
-    experiments.run_notebook(REPO / "solutions" / name, out, SMOKE_PARAMS[name], timeout=300)
-    seconds = time.perf_counter() - start
+def test_solution_runs_on_the_smoke_config(name, smoke_run):
+    out, _, seconds, error = smoke_run(name)
     print(f"{name}: {seconds:.1f} s on configs/smoke.yaml")
+    assert error is None, error
     executed = nbformat.read(out, as_version=4)
     errors = [
         o
@@ -158,13 +161,33 @@ def test_solution_runs_on_the_smoke_config(name, sandbox, tmp_path):
     assert errors == []
     text = json.dumps([c.get("outputs", []) for c in executed.cells], ensure_ascii=False)
     assert "✓" in text, "the self-checks ran and passed"
+    assert "httpx" not in text, "no deprecation warnings of Airflow's dependencies in the output"
 
 
+@pytest.mark.slow
+def test_lab_1_3_smoke_run_reaches_the_sweep(smoke_run):
+    """On the smoke config the sweep runs too, on the smoke subset, and compares four runs."""
+    out, root, _, error = smoke_run("03_lab1_3_config_driven_training.ipynb")
+    assert error is None, error
+    table = (root / "runs" / "lab1_3" / "experiments" / "comparison.csv").read_text().splitlines()
+    assert len(table) == 5 and table[0].startswith(
+        "name,model,learning_rate,batch_size,epochs,updates"
+    )
+    for row in table[1:]:
+        config_hash = row.split(",")[-1]
+        (run_dir,) = (root / "runs" / "lab1_3" / "experiments").glob(f"*-{config_hash}")
+        assert "subset: 1200" in (run_dir / "config.yaml").read_text()
+    executed = out.read_text()
+    assert "✓ same config, same result: metrics and weights" in executed
+
+
+#: What each untouched lab says at its first exercise: a stub's "not written yet", or a
+#: quiz's and a skeleton's feedback.
 FIRST_HINT = {
-    "00_mlops_lifecycle.ipynb": "open the file with",
-    "01_lab1_1_first_airflow_dag.ipynb": "the preset for midnight every day",
-    "02_lab1_2_pytorch_training.ipynb": "keep dimension 0",
-    "03_lab1_3_config_driven_training.ipynb": "extends: default.yaml",
+    "00_mlops_lifecycle.ipynb": "no answer yet",
+    "01_lab1_1_first_airflow_dag.ipynb": "no cron expression yet",
+    "02_lab1_2_pytorch_training.ipynb": "not written yet: keep dimension 0",
+    "03_lab1_3_config_driven_training.ipynb": "not written yet: a YAML string that extends",
 }
 
 
@@ -179,3 +202,15 @@ def test_generated_lab_stops_at_the_first_exercise_with_its_hint(name, sandbox, 
         )
     assert err.value.ename in ("CheckFailed", "NotImplementedError")
     assert FIRST_HINT[name] in err.value.evalue
+
+
+@pytest.mark.parametrize("folder", ["solutions", "labs"])
+def test_every_picture_a_notebook_shows_exists(folder):
+    """Markdown images (the Airflow UI screenshots in docs/images/) resolve from the notebook."""
+    import re
+
+    for path in (REPO / folder).glob("*.ipynb"):
+        for cell in nbformat.read(path, as_version=4).cells:
+            for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", cell.source):
+                image = (path.parent / target).resolve()
+                assert image.is_file() and image.read_bytes()[:4] == b"\x89PNG", (path.name, target)

@@ -22,6 +22,8 @@ def test_second_setup_is_a_no_op(repo):
     assert (stamp.read_text(), stamp.stat().st_mtime_ns, site.stat().st_mtime_ns) == before
     kernel = venv / "share" / "jupyter" / "kernels" / "mlops-workbook" / "kernel.json"
     assert str(venv / "bin" / "python") in kernel.read_text()
+    # no "running over TCP without encryption" warning in every papermill-run notebook
+    assert "--IPKernelApp.log_level=ERROR" in kernel.read_text()
 
 
 def test_stamp_is_the_lock_hash(repo):

@@ -1,0 +1,380 @@
+"""Self-checks and hidden checks: right answers pass (every correct spelling of them), wrong
+ones fail with a hint a learner can act on, never a bare exception. Plus the lab generator's
+hints, answers, points and debugging regions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from shared import checks, labs, suites
+
+REPO = Path(__file__).resolve().parent.parent
+
+# --------------------------------------------------------------------------- 00: explicit inputs
+
+GLOBAL_LABELS = [1, 2, 0, 4]
+
+
+def acc_count(predictions, labels):
+    matches = [p == t for p, t in zip(predictions, labels, strict=True)]
+    return matches.count(True) / len(matches)  # `.count` is an attribute, not a global
+
+
+def acc_sum(predictions, labels):
+    return sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(labels)
+
+
+def acc_loop(predictions, labels):
+    right = 0
+    for p, t in zip(predictions, labels, strict=True):
+        right += int(p == t)
+    return float(right) / len(labels)
+
+
+def acc_uses_module(predictions, labels):
+    import statistics
+
+    return float(statistics.fmean(p == t for p, t in zip(predictions, labels, strict=True)))
+
+
+def acc_reads_global_in_comprehension(predictions, labels):
+    return sum(p == t for p, t in zip(predictions, GLOBAL_LABELS, strict=True)) / len(labels)
+
+
+def acc_reads_global(predictions, labels):
+    return sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(GLOBAL_LABELS)
+
+
+@pytest.mark.parametrize("func", [acc_count, acc_sum, acc_loop, acc_uses_module])
+def test_explicit_accuracy_accepts_every_correct_answer(func, capsys):
+    checks.explicit_accuracy(func)
+    assert "✓" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("func", [acc_reads_global_in_comprehension, acc_reads_global])
+def test_explicit_accuracy_finds_globals_even_inside_comprehensions(func):
+    with pytest.raises(checks.CheckFailed, match=r"reads global names \['GLOBAL_LABELS'\]"):
+        checks.explicit_accuracy(func)
+
+
+def test_free_globals_are_loads_not_attribute_names():
+    assert checks.free_globals(acc_count) == {}
+    assert set(checks.free_globals(acc_reads_global_in_comprehension)) == {"GLOBAL_LABELS"}
+
+
+# --------------------------------------------------------------------------- quizzes and cron
+
+
+def test_quiz_explains_each_wrong_answer_and_accepts_any_case():
+    answers = {q: right for q, (right, _) in checks.LOOP_QUIZ.items()}
+    checks.lifecycle_quiz({q: a.upper() for q, a in answers.items()})
+    question = next(iter(checks.LOOP_QUIZ))
+    answers[question] = "model"
+    with pytest.raises(checks.CheckFailed, match="1 of 6 to rethink") as err:
+        checks.lifecycle_quiz(answers)
+    assert checks.LOOP_QUIZ[question][1] in str(err.value)  # the reason, for that question
+    unanswered = dict.fromkeys(checks.TOOL_QUIZ)
+    with pytest.raises(checks.CheckFailed, match="(?s)6 of 6 to rethink.*no answer yet"):
+        checks.tool_quiz(unanswered)
+
+
+@pytest.mark.parametrize(
+    "weekdays", ["30 2 * * 1-5", "30 2 * * mon-fri", "30 02 * * MON-FRI", "30 2 * * 1,2,3,4,5"]
+)
+def test_cron_check_accepts_every_correct_spelling(weekdays):
+    checks.cron_expressions(
+        {
+            "weekdays at 02:30": weekdays,
+            "every 15 minutes": "0,15,30,45 * * * *",
+            "first of the month at midnight": "@monthly",
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "hint"),
+    [
+        ("30 2 * * *", "fires at 2024-01-05 02:30, 2024-01-06 02:30"),  # Saturday too
+        ("2 30 * * 1-5", "not a cron expression Airflow accepts"),
+        (None, "no cron expression yet"),
+    ],
+)
+def test_cron_check_says_when_a_wrong_expression_fires(answer, hint):
+    answers = {**dict.fromkeys(checks.CRON_EXPECTED, "*/15 * * * *"), "weekdays at 02:30": answer}
+    with pytest.raises(checks.CheckFailed, match="weekdays at 02:30") as err:
+        checks.cron_expressions(answers)
+    assert hint in str(err.value)
+
+
+def test_settings_from_config_catches_hard_coded_values():
+    checks.settings_from_config(
+        lambda c: {
+            "learning_rate": c["training"]["learning_rate"],
+            "batch_size": c.training.batch_size,
+        }
+    )
+    with pytest.raises(checks.CheckFailed, match="read both from config"):
+        checks.settings_from_config(
+            lambda c: {"learning_rate": c["training"]["learning_rate"], "batch_size": 32}
+        )
+
+
+# --------------------------------------------------------------------------- hidden checks
+
+
+def _lab_check(check_id: str) -> tuple[str, suites.Check]:
+    for lab in suites.LABS.values():
+        for c in lab.checks:
+            if c.id == check_id:
+                return lab.id, c
+    raise KeyError(check_id)
+
+
+def _fake_script(tmp: Path, body: str) -> Path:
+    script = tmp / "train_mlp.py"
+    script.write_text(textwrap.dedent(body))
+    return script
+
+
+#: For each instructor-only check, answers of the wrong shape a learner might really write.
+#: Each must come back as a hint (CheckFailed), never a TypeError or KeyError.
+WRONG_SHAPES = {
+    "write_replaces": [
+        {"write_totals": lambda path, values: path.write_text(str(values))},
+        {"write_totals": lambda path, values: None},
+    ],
+    "real_dates_only": [
+        {"partition_path": lambda root, stage, ds: None},
+        {"partition_path": lambda root, stage, ds: f"{root}/{stage}/{ds}"},
+        {"partition_path": lambda root, stage: root},
+    ],
+    "cron_long_horizon": [
+        {"cron": ["30 2 * * 1-5"]},
+        {"cron": {"weekdays at 02:30": 230}},
+        {"cron": {}},
+    ],
+    "mlp_layer_sizes": [{"MyMLP": lambda: __import__("torch").nn.Linear(784, 10)}],
+    "only_what_was_asked": [{"my_config_yaml": 5}, {"my_config_yaml": "model: [1, 2]"}],
+    "trainer_unseen_configs": [
+        {"train_from_config": lambda config: [0.9]},
+        {"train_from_config": lambda config: {"history": [], "test_accuracy": 0.9}},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("check_id", "case"),
+    [(cid, i) for cid, cases in WRONG_SHAPES.items() for i in range(len(cases))],
+)
+def test_hidden_checks_answer_wrong_shapes_with_a_hint(check_id, case, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lab_id, check = _lab_check(check_id)
+    namespace = WRONG_SHAPES[check_id][case]
+    with pytest.raises(checks.CheckFailed) as err:
+        try:
+            suites.run_in_kernel(namespace, lab_id, check_id)
+        except AssertionError as exc:  # a check's own assert is a hint too; the grader shows it
+            raise checks.CheckFailed(str(exc)) from None
+    message = str(err.value)
+    assert len(message) > 20 and not message.startswith(("TypeError", "KeyError"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "body, hint",
+    [
+        ("print('hello')\n", "wrote no metrics.json"),
+        ("import sys\nsys.exit(3)\n", "exited with 3"),
+        (
+            """
+            import json, sys
+            from pathlib import Path
+            out = Path(sys.argv[sys.argv.index('--out') + 1]); out.mkdir(parents=True)
+            (out / 'metrics.json').write_text(json.dumps([1, 2]))
+            """,
+            "expected the keys history and test_accuracy",
+        ),
+    ],
+)
+def test_the_hidden_script_check_quotes_what_went_wrong(body, hint, tmp_path):
+    lab_id, check = _lab_check("script_unseen_config")
+    with pytest.raises(AssertionError, match=hint):
+        suites.run_in_kernel({"script": _fake_script(tmp_path, body)}, lab_id, check.id)
+
+
+def test_every_hidden_check_has_wrong_shape_cases():
+    """The table above (and the slow Airflow and script cases) cover every hidden check."""
+    hidden = {c.id for lab in suites.LABS.values() for c in lab.checks if not c.public}
+    covered = set(WRONG_SHAPES) | {"script_unseen_config", "partitions_by_date", "learns_mnist"}
+    assert hidden <= covered, f"no wrong-shape case for {sorted(hidden - covered)}"
+
+
+@pytest.mark.slow
+def test_learns_mnist_explains_a_model_with_the_wrong_output(mnist_root):
+    import torch
+
+    namespace = {
+        "MyMLP": lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 5)),
+        "make_loader": lambda split, batch: [(split.normalized(), split.labels)],
+        "train_epoch": lambda model, loader, opt, device: None,
+    }
+    with pytest.raises(checks.CheckFailed, match="your code raised"):
+        suites.run_in_kernel(namespace, "1.2", "learns_mnist")
+
+
+WRONG_KEYS_DAG = """
+from __future__ import annotations
+from datetime import datetime
+from airflow.sdk import dag, task
+from airflow.providers.standard.operators.bash import BashOperator
+
+@dag(dag_id="lab1_1_first_dag", schedule="@daily", start_date=datetime(2024, 1, 1), catchup=False)
+def lab1_1_first_dag():
+    @task
+    def make_numbers(ds: str | None = None) -> str:
+        import json
+        from shared.paths import data_root
+        path = data_root() / "lab1_1" / "raw" / ds / "numbers.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(list(range(10))))  # a bare list: no "numbers" key
+        return str(path)
+
+    @task
+    def summarize(numbers_path: str, ds: str | None = None) -> dict:
+        import json
+        from shared.paths import data_root
+        path = data_root() / "lab1_1" / "processed" / ds / "summary.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"sum": 45}))
+        return {}
+
+    announce = BashOperator(task_id="announce", bash_command="echo {{ ds }}")
+    numbers = make_numbers()
+    [numbers, announce] >> summarize(numbers)
+
+lab1_1_first_dag()
+"""
+
+
+@pytest.mark.slow
+def test_partitions_check_names_the_keys_it_expected(tmp_path, sandbox):
+    """The case a first-time learner hit: JSON without the keys the notebook names."""
+    from airflow.utils import db
+
+    db.initdb()
+    draft = tmp_path / "lab1_1_first_dag.py"
+    draft.write_text(WRONG_KEYS_DAG)
+    with pytest.raises(AssertionError) as err:
+        suites.run_in_kernel({"draft": draft}, "1.1", "partitions_by_date")
+    assert 'expected {"ds": "<ds>", "numbers": [ten integers]}' in str(err.value)
+
+
+# --------------------------------------------------------------------------- lab generator
+
+
+SOLUTION_CELL = """\
+def f(path):
+    ### BEGIN SOLUTION (write the file so a rerun replaces it)
+    ### HINT open it with "w"
+    with open(path, "w") as fh:  # noqa: SIM115
+        fh.write("x")
+    ### END SOLUTION
+print(f)  # NBVAL_CHECK_OUTPUT
+"""
+
+
+def test_stub_hint_and_answer_are_generated_from_the_region():
+    text, regions = labs.parse_regions(SOLUTION_CELL)
+    assert text.splitlines() == [
+        "def f(path):",
+        "    # YOUR CODE HERE: write the file so a rerun replaces it",
+        "    raise NotImplementedError('not written yet: write the file so a rerun replaces it')",
+        "print(f)",
+    ]
+    (region,) = regions
+    assert region.more == ['open it with "w"']
+    assert region.answer == ['    with open(path, "w") as fh:', '        fh.write("x")']
+
+
+def test_debugging_regions_show_the_broken_code_in_the_lab():
+    cell = (
+        "from datetime import datetime\n"
+        "### BEGIN SOLUTION (the import error)\n"
+        "START = datetime(2024, 1, 1)\n"
+        "### LAB SHOWS\n"
+        "# from airflow.utils.dates import days_ago\n"
+        "#\n"
+        "# START = days_ago(1)\n"
+        "### END SOLUTION\n"
+    )
+    text, (region,) = labs.parse_regions(cell)
+    assert text.splitlines() == [
+        "from datetime import datetime",
+        "# FIX ME: the import error",
+        "from airflow.utils.dates import days_ago",
+        "",
+        "START = days_ago(1)",
+    ]
+    assert region.answer == ["START = datetime(2024, 1, 1)"]
+    assert (
+        labs.published_source(cell)
+        == "from datetime import datetime\nSTART = datetime(2024, 1, 1)\n"
+    )
+
+
+def test_generated_lab_shows_points_hints_and_answers_above_each_exercise():
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell("# 00 · x"), nbformat.v4.new_code_cell(SOLUTION_CELL)]
+    )
+    nb.cells[1].metadata["tags"] = ["nbval-check-output"]
+    check = suites.Check("c", "writes the file", 3, ("f",), lambda ns: None)
+    lab = labs.build_lab(nb, "x.ipynb", (check,))
+    exercise, code = lab.cells[1], lab.cells[2]
+    assert exercise.cell_type == "markdown" and labs.ANSWER_TAG in exercise.metadata.tags
+    assert "**3 points** when graded" in exercise.source and "writes the file" in exercise.source
+    assert exercise.source.index("Show a hint") < exercise.source.index("Show the answer")
+    assert 'with open(path, "w") as fh:' in exercise.source
+    assert "NBVAL" not in code.source and "noqa" not in code.source
+    assert code.metadata.get("tags", []) == []
+
+
+@pytest.mark.parametrize("lab", list(suites.LABS.values()), ids=lambda lab: lab.id)
+def test_every_graded_check_shows_its_points_in_the_lab(lab):
+    """Every check of a suite is listed, with its points, above the exercise it grades."""
+    nb = nbformat.read(REPO / "labs" / lab.notebook, as_version=4)
+    shown = "\n".join(c.source for c in nb.cells if labs.ANSWER_TAG in c.metadata.get("tags", []))
+    for check in lab.checks:
+        what = re.sub(r"\s*\(hidden[^)]*\)", "", check.what)
+        assert f"{check.points} · {what} (" in shown, check.id
+    total = sum(
+        int(line.split("**")[1].split()[0]) for line in shown.splitlines() if "when graded" in line
+    )
+    assert total == lab.max_points
+
+
+@pytest.mark.parametrize("name", [p.name for p in labs.solution_files(REPO / "solutions")])
+def test_labs_carry_no_tooling_noise(name):
+    nb = nbformat.read(REPO / "labs" / name, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    markers = ("### BEGIN", "### END", "### HINT", "### LAB", "### NO ANSWER")
+    for noise in ("NBVAL", "noqa", "fmt: skip", "fmt: off", *markers):
+        assert noise not in code, f"{name}: {noise!r} in a code cell"
+    tags = {t for c in nb.cells for t in c.metadata.get("tags", [])}
+    assert not tags & labs.NBVAL_TAGS
+
+
+def test_stub_messages_all_say_not_written_yet():
+    for path in (REPO / "labs").glob("*.ipynb"):
+        text = json.loads(path.read_text())
+        for cell in text["cells"]:
+            source = "".join(cell["source"])
+            for line in source.splitlines():
+                if "raise NotImplementedError(" in line:
+                    assert "not written yet: " in line, (path.name, line)
