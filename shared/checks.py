@@ -517,8 +517,8 @@ def fit_loop(my_fit: Callable) -> None:
     assert [h["epoch"] for h in history] == [1, 2, 3], "number the epochs 1, 2, 3"
     losses = [h["train_loss"] for h in history]
     assert losses[-1] < losses[0], (
-        f"train_loss went {losses[0]:.3f} -> {losses[-1]:.3f}; it should fall: make the optimizer "
-        "from model.parameters() with the lr you were given, and train every epoch"
+        f"train_loss went {losses[0]:.3f} -> {losses[-1]:.3f}; it should fall: does train_epoch "
+        "step the optimizer, and does my_fit make it from model.parameters() with the lr given?"
     )
     assert moves.parameters > 0, "the model never moved to the device: model.to(device)"
     assert moves.image_batches >= 3 * len(batches), (
