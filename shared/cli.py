@@ -129,6 +129,17 @@ def _cmd_labs(args: argparse.Namespace) -> int:
     from shared import labs, paths
 
     root = paths.project_root()
+    if args.labs_command == "export":
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        problems = labs.build(root / "solutions", out, answers=not args.no_answers)
+        for p in problems:
+            print(f"workbook labs export: {p}", file=sys.stderr)
+        if problems:
+            return EXIT_FAIL
+        kind = "without answers" if args.no_answers else "with answers"
+        print(f"{len(labs.solution_files(root / 'solutions'))} labs {kind} in {out}")
+        return EXIT_OK
     problems = labs.build(root / "solutions", root / "labs", write=args.labs_command == "build")
     for p in problems:
         print(f"workbook labs {args.labs_command}: {p}", file=sys.stderr)
@@ -412,6 +423,16 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="regenerate in memory and fail on any difference from labs/ (drift or a leak)",
     ).set_defaults(func=_cmd_labs)
+    export = labs_sub.add_parser(
+        "export",
+        help="write the labs to another folder, e.g. without the answer blocks for a graded "
+        "assignment (hints and points stay)",
+    )
+    export.add_argument("out", help="folder to write the labs into")
+    export.add_argument(
+        "--no-answers", action="store_true", help="leave out every 'Show the answer' block"
+    )
+    export.set_defaults(func=_cmd_labs)
 
     run = sub.add_parser(
         "run",

@@ -192,16 +192,18 @@ def _points_line(checks) -> str:
     return "\n".join(lines)
 
 
-def exercise_cell(regions: list[Region], checks, cell_id: str) -> nbformat.NotebookNode | None:
-    """The markdown cell placed above an exercise: its points, then a hint and the answer,
-    each collapsed."""
+def exercise_cell(
+    regions: list[Region], checks, cell_id: str, answers: bool = True
+) -> nbformat.NotebookNode | None:
+    """The markdown cell placed above an exercise: its points, then a hint and (with
+    ``answers``) the answer, each collapsed."""
     blocks = [_points_line(checks)] if checks else []
     more = [m for r in regions for m in r.more]
     if more:
         blocks.append(
             "<details><summary>Show a hint</summary>\n\n" + "\n".join(more) + "\n\n</details>"
         )
-    answer = "\n\n".join("\n".join(r.answer) for r in regions if r.show_answer)
+    answer = "\n\n".join("\n".join(r.answer) for r in regions if r.show_answer and answers)
     if answer:
         blocks.append(
             "<details><summary>Show the answer</summary>\n\nTry first: the check tells you "
@@ -216,10 +218,11 @@ def exercise_cell(regions: list[Region], checks, cell_id: str) -> nbformat.Noteb
 
 
 def build_lab(
-    solution: nbformat.NotebookNode, name: str = "notebook", suite=None
+    solution: nbformat.NotebookNode, name: str = "notebook", suite=None, answers: bool = True
 ) -> nbformat.NotebookNode:
     """The learner version of a solution notebook: regions stubbed, outputs cleared, a
-    points/hint/answer cell above each exercise. ``suite``: the lab's checks (for points);
+    points/hint/answer cell above each exercise (``answers=False``: points and hints only,
+    for an assignment that is graded). ``suite``: the lab's checks (for points);
     each check belongs to the last exercise cell that defines a name it needs, the first
     place from which it can run (Lab 1.2's "your pieces learn MNIST" needs MyMLP,
     make_loader and train_epoch: it is listed at train_epoch)."""
@@ -245,7 +248,7 @@ def build_lab(
             owner.setdefault(at[-1], []).append(check)
     for pos, regions, _, key in reversed(exercises):  # from the end: positions stay valid
         digest = hashlib.sha1(key.encode()).hexdigest()[:8]
-        extra = exercise_cell(regions, owner.get(pos, []), f"ex-{digest}")
+        extra = exercise_cell(regions, owner.get(pos, []), f"ex-{digest}", answers)
         if extra is not None:
             cells.insert(pos, extra)
     lab.cells = cells
@@ -272,8 +275,11 @@ def suite_for(notebook_name: str):
     return next((lab.checks for lab in LABS.values() if lab.notebook == notebook_name), ())
 
 
-def build(solutions_dir: Path, labs_dir: Path, write: bool = True) -> list[Problem]:
-    """Generate every lab; with ``write=False`` only compare (what ``check`` does)."""
+def build(
+    solutions_dir: Path, labs_dir: Path, write: bool = True, answers: bool = True
+) -> list[Problem]:
+    """Generate every lab; with ``write=False`` only compare (what ``check`` does).
+    ``answers=False`` leaves out the "Show the answer" blocks (``workbook labs export``)."""
     from shared.io import atomic_write_text
 
     problems: list[Problem] = []
@@ -282,7 +288,7 @@ def build(solutions_dir: Path, labs_dir: Path, write: bool = True) -> list[Probl
         expected_names.add(sol_path.name)
         solution = nbformat.read(sol_path, as_version=4)
         try:
-            lab_nb = build_lab(solution, sol_path.name, suite_for(sol_path.name))
+            lab_nb = build_lab(solution, sol_path.name, suite_for(sol_path.name), answers)
             text = notebooks.dumps(lab_nb)
         except MarkerError as exc:
             problems.append(Problem(sol_path, str(exc)))

@@ -378,3 +378,27 @@ def test_stub_messages_all_say_not_written_yet():
             for line in source.splitlines():
                 if "raise NotImplementedError(" in line:
                     assert "not written yet: " in line, (path.name, line)
+
+
+def test_labs_export_without_answers_keeps_stubs_hints_and_points(tmp_path):
+    """An instructor's graded copy: `workbook labs export DIR --no-answers`."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "graded"
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "labs", "export", str(out), "--no-answers"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    for lab in (REPO / "labs").glob("*.ipynb"):
+        graded = nbformat.read(out / lab.name, as_version=4)
+        full = nbformat.read(lab, as_version=4)
+        assert [c.source for c in graded.cells if c.cell_type == "code"] == [
+            c.source for c in full.cells if c.cell_type == "code"
+        ]
+        text = "\n".join(c.source for c in graded.cells)
+        assert "<summary>Show the answer</summary>" not in text
+        assert ("<summary>Show a hint</summary>" in text) and ("when graded" in text)
+    assert labs.build(REPO / "solutions", out, write=False, answers=False) == []
