@@ -87,30 +87,27 @@ def first_import_error(bag) -> str | None:
 
 
 def parse_seconds(*dag_files: str | os.PathLike[str]) -> dict[str, float]:
-    """How long Airflow's DagBag takes to parse each file, measured in one fresh Python
-    process (files in the order given), as the dag-processor's own child process would.
+    """How long Airflow's DagBag takes to parse each file, each measured in a fresh Python
+    process, as the dag-processor parses each file in a child process of its own.
 
     A fresh process matters: in a notebook kernel, a module such as torch stays imported
     after its first import, so a second measurement there would wrongly show no cost.
+    Returns {file as given: seconds}; RuntimeError names a file that does not import.
     """
-    code = (
-        "import json, sys\n"
-        "from airflow.dag_processing.dagbag import DagBag\n"
-        "out = {}\n"
-        "for f in sys.argv[1:]:\n"
-        "    bag = DagBag(dag_folder=f)\n"
-        "    out[f] = bag.dagbag_stats[0].duration.total_seconds()\n"
-        "print(json.dumps(out))\n"
+    probe = (
+        "import sys; from airflow.dag_processing.dagbag import DagBag; "
+        "b = DagBag(dag_folder=sys.argv[1]); assert not b.import_errors, b.import_errors; "
+        "print(b.dagbag_stats[0].duration.total_seconds())"
     )
-    files = [str(f) for f in dag_files]
-    done = subprocess.run(
-        [sys.executable, "-c", code, *files], capture_output=True, text=True, timeout=300
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"parsing {files} failed: {done.stderr.strip()[-500:]}")
-    import json
-
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    times = {}
+    for f in dag_files:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, str(f)], capture_output=True, text=True, timeout=300
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"parsing {f} failed: {done.stderr.strip()[-500:]}")
+        times[str(f)] = float(done.stdout.strip().splitlines()[-1])
+    return times
 
 
 def setting(section: str, key: str) -> str:
@@ -161,14 +158,30 @@ def schedule_preview(
 
 def cron_times(expression: str, after: datetime, n: int) -> list[datetime]:
     """The next ``n`` times a cron ``expression`` fires from ``after`` on (UTC), computed by
-    Airflow's own cron timetable; ValueError (with Airflow's reason) if it is not valid."""
+    Airflow's own cron timetable (``CronTriggerTimetable``: what ``schedule="..."`` means in
+    Airflow 3); ValueError, with the reason, if Airflow does not accept the expression."""
+    import pendulum
+    from airflow.sdk.exceptions import AirflowTimetableInvalid
+    from airflow.timetables.base import TimeRestriction
+    from airflow.timetables.trigger import CronTriggerTimetable
+
     try:
-        runs = schedule_preview(expression, after, n)
-    except Exception as exc:  # croniter and Airflow raise several kinds for a bad expression
+        timetable = CronTriggerTimetable(expression, timezone="UTC")
+        timetable.validate()
+    except (AirflowTimetableInvalid, ValueError, KeyError, TypeError) as exc:
         raise ValueError(
             f"{expression!r} is not a cron expression Airflow accepts: {exc}"
         ) from None
-    return [datetime.strptime(r["runs_at"], "%Y-%m-%d %H:%M").replace(tzinfo=UTC) for r in runs]
+    start = pendulum.instance(after if after.tzinfo else after.replace(tzinfo=UTC))
+    restriction = TimeRestriction(earliest=start, latest=None, catchup=True)
+    times, last = [], None
+    for _ in range(n):
+        info = timetable.next_dagrun_info(
+            last_automated_data_interval=last, restriction=restriction
+        )
+        times.append(info.run_after)
+        last = info.data_interval
+    return times
 
 
 def cron_description(expression: str) -> str:
@@ -197,7 +210,8 @@ def run_dag(
 
     # dag.test() waits out each retry_delay in this process (300 s by default), printing a
     # warning every second; in a notebook a retry should happen at once. Only the delay
-    # changes: a task still gets exactly the retries its DAG gives it.
+    # changes, and only for this run: a task still gets exactly the retries its DAG gives it.
+    delays = {task.task_id: task.retry_delay for task in dag.tasks}
     for task in dag.tasks:
         task.retry_delay = timedelta(0)
     logical_date = datetime.fromisoformat(ds).replace(tzinfo=UTC)
@@ -207,6 +221,8 @@ def run_dag(
         dag_run = dag.test(logical_date=logical_date, run_conf=conf)
     finally:
         settings.DAGS_FOLDER = saved
+        for task in dag.tasks:
+            task.retry_delay = delays[task.task_id]
     return {
         ti.task_id: (str(ti.state), ti.try_number) if tries else str(ti.state)
         for ti in sorted(dag_run.get_task_instances(), key=lambda t: t.task_id)

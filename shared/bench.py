@@ -228,25 +228,14 @@ def report(results: dict[str, Any]) -> str:
 def dag_parse_times(dags_dir=None) -> dict[str, float]:
     """Each DAG file's parse time as Airflow's DagBag measures it, each in a fresh process
     (so no file profits from modules another file already imported)."""
-    import subprocess
-    import sys
+    from pathlib import Path
 
     from shared import airflow_local, paths
 
     airflow_local.configure()
     folder = paths.project_root() / "dags" if dags_dir is None else dags_dir
-    probe = (
-        "import sys; from airflow.dag_processing.dagbag import DagBag; "
-        "b = DagBag(dag_folder=sys.argv[1]); assert not b.import_errors, b.import_errors; "
-        "print(b.dagbag_stats[0].duration.total_seconds())"
-    )
-    times = {}
-    for f in sorted(folder.glob("*.py")):
-        out = subprocess.run(
-            [sys.executable, "-c", probe, str(f)], capture_output=True, text=True, check=True
-        )
-        times[f.name] = float(out.stdout.strip().splitlines()[-1])
-    return times
+    files = sorted(folder.glob("*.py"))
+    return {Path(f).name: s for f, s in airflow_local.parse_seconds(*files).items()}
 
 
 def grading_times(n: int = 10, jobs: tuple[int, ...] = (1, 2)) -> dict[str, float]:

@@ -202,7 +202,7 @@ CRON_EXPECTED = {
 }
 
 
-def _cron_problems(answers: Any, expected: dict[str, list[str]], start) -> list[str]:
+def cron_problems(answers: Any, expected: dict[str, list[str]], start) -> list[str]:
     from shared.airflow_local import cron_description, cron_times
 
     assert isinstance(answers, dict), f"expected a dict, got {type(answers).__name__}"
@@ -229,7 +229,7 @@ def _cron_problems(answers: Any, expected: dict[str, list[str]], start) -> list[
 def cron_expressions(answers: dict[str, str]) -> None:
     from datetime import datetime
 
-    problems = _cron_problems(answers, CRON_EXPECTED, datetime(*CRON_START))
+    problems = cron_problems(answers, CRON_EXPECTED, datetime(*CRON_START))
     assert not problems, "\n  " + "\n  ".join(problems)
 
 
@@ -266,7 +266,9 @@ def debugged_dag(dagbag, tries: dict[str, tuple[str, int]] | None) -> None:
     error = first_import_error(dagbag)
     if error:
         _fail(f"the DAG file still does not import:\n{error}")
-    start = dagbag.get_dag("lab1_1_debug_me").start_date
+    dag = dagbag.get_dag("lab1_1_debug_me")
+    assert dag is not None, f"no DAG with dag_id 'lab1_1_debug_me' in the file ({dagbag.dag_ids})"
+    start = dag.start_date
     assert start is not None and datetime.now(UTC) - start > timedelta(days=7), (
         f"start_date is {start}: a date computed when the file is parsed moves with every "
         "parse; give the DAG a fixed date such as datetime(2024, 1, 1)"
@@ -357,23 +359,23 @@ def data_loader(make_loader: Callable, split, batch_size: int) -> None:
 
 
 class _MoveLog:
-    """Tensors moved with ``.to(...)`` inside ``with _MoveLog() as log:``: parameters
-    (a model moved) and 4-d image batches (inputs moved), counted separately."""
+    """Tensors moved with ``.to(...)`` inside ``with _MoveLog() as log:``: parameters (a
+    model moved) and every other tensor (batches moved, however they are reshaped first)."""
 
     def __enter__(self):
         import torch
         from torch.overrides import TorchFunctionMode
 
         log = self
-        self.parameters = self.image_batches = 0
+        self.parameters = self.tensors = 0
 
         class Mode(TorchFunctionMode):
             def __torch_function__(self, func, types, args=(), kwargs=None):
                 if func is torch.Tensor.to and args:
                     if isinstance(args[0], torch.nn.Parameter):
                         log.parameters += 1
-                    elif args[0].dim() == 4:
-                        log.image_batches += 1
+                    else:
+                        log.tensors += 1
                 return func(*args, **(kwargs or {}))
 
         self._mode = Mode()
@@ -434,7 +436,7 @@ def train_loop(train_epoch) -> None:
     assert abs(loss - expected) < 1e-4, (
         f"mean loss {loss:.5f}; expected {expected:.5f}: average over samples"
     )
-    assert moves.image_batches >= len(batches), (
+    assert moves.tensors >= len(batches), (
         "the batches never moved to the device: images.to(device) and labels.to(device)"
     )
 
@@ -455,7 +457,7 @@ def evaluate_loop(evaluate) -> None:
     hook.remove()
     assert grad_seen, "your loop never called the model"
     assert not any(grad_seen), "gradients were tracked: wrap the loop in `with torch.no_grad():`"
-    assert moves.image_batches >= len(batches), "move each batch to the device: images.to(device)"
+    assert moves.tensors >= len(batches), "move each batch to the device: images.to(device)"
     assert isinstance(acc, float), (
         f"return the accuracy as a float (got {type(acc).__name__}): .item() turns a one-number "
         "tensor into a Python number"
@@ -521,19 +523,23 @@ def fit_loop(my_fit: Callable) -> None:
         "step the optimizer, and does my_fit make it from model.parameters() with the lr given?"
     )
     assert moves.parameters > 0, "the model never moved to the device: model.to(device)"
-    assert moves.image_batches >= 3 * len(batches), (
-        f"{moves.image_batches} image batches moved to the device in 3 epochs of {len(batches)} "
-        "batches: move every batch (images.to(device), labels.to(device)) inside your loops"
+    assert moves.tensors >= 3 * len(batches), (
+        f"{moves.tensors} tensors moved to the device in 3 epochs of {len(batches)} batches: "
+        "move every batch (images.to(device), labels.to(device)) inside your loops"
     )
 
 
 def _run_script(script, args: list[str], timeout: int = 300):
+    """The learner's script, from the project root, as the notebook runs it."""
     import subprocess
     import sys
 
+    from shared.paths import project_root
+
     return subprocess.run(
-        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout
-    )
+        [sys.executable, str(script), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=project_root(),
+    )  # fmt: skip
 
 
 def script_result(script, config_path, out_dir) -> dict:
@@ -558,8 +564,6 @@ def script_result(script, config_path, out_dir) -> dict:
 
 @_check("the training script runs from a terminal with a config path")
 def training_script(script, config_path) -> None:
-    import tempfile
-
     from shared.config import load_config
 
     config = load_config(config_path)
@@ -580,20 +584,12 @@ def training_script(script, config_path) -> None:
 # --------------------------------------------------------------------------- 03 configs
 
 
-def config_from_text(text: str):
-    """Load a learner's YAML text as a Config, as if it sat in configs/ (ConfigError if it
-    does not load)."""
-    from shared.config import load_config_text
-
-    return load_config_text(text)
-
-
 @_check("your YAML config loads and says what was asked")
 def my_config(text: str) -> None:
-    from shared.config import ConfigError
+    from shared.config import ConfigError, load_config_text
 
     try:
-        cfg = config_from_text(text)
+        cfg = load_config_text(text)
     except ConfigError as exc:
         _fail(f"your config does not load: {str(exc).split(': ', 1)[-1]}")
     assert cfg.model.name == "mlp", f"model.name is {cfg.model.name!r}; expected 'mlp'"
@@ -634,11 +630,13 @@ class _StepLog:
         self._handle.remove()
 
 
-def _check_trainer_run(train_from_config, config, n_train: int) -> dict:
+def check_trainer_run(train_from_config, config) -> dict:
     """Run the learner's ``train_from_config`` on ``config`` and check that it built what the
     config says; returns its result. Shared by the self-check and the hidden check."""
+    from shared.data import training_images
     from shared.model import build_model, count_parameters
 
+    n_train = training_images(config.data.subset, config.data.val_fraction)
     with _StepLog() as log:
         result = train_from_config(config)
     assert isinstance(result, dict), f"return a dict, not {type(result).__name__}"
@@ -682,7 +680,8 @@ def _check_trainer_run(train_from_config, config, n_train: int) -> dict:
     else:
         assert len(set(used)) > 1, (
             f"the learning rate never changed; the config's scheduler is {t.scheduler!r}: "
-            "make it with train.make_schedule and step it after every batch"
+            "make it with train.make_schedule, pass it to train_one_epoch (per-batch "
+            "schedules) and call schedule.epoch_done() after each epoch (per-epoch ones)"
         )
     acc = result["test_accuracy"]
     assert isinstance(acc, float) and 0.0 <= acc <= 1.0, f"test_accuracy {acc!r}: a float in [0, 1]"
@@ -703,7 +702,7 @@ def config_trainer(train_from_config: Callable) -> None:
     from shared.train import weights_digest
 
     config = load_config(project_root() / "configs" / "default.yaml", TRAINER_CONFIG)
-    first = _check_trainer_run(train_from_config, config, 540)
+    first = check_trainer_run(train_from_config, config)
     again = train_from_config(config)
     same = weights_digest(first["model"]) == weights_digest(again["model"])
     assert same and first["test_accuracy"] == again["test_accuracy"], (

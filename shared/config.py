@@ -271,7 +271,6 @@ _ABBREVIATIONS = {
     "lr": "learning_rate",
     "bs": "batch_size",
     "wd": "weight_decay",
-    "optim": "optimizer",
 }
 
 

@@ -91,9 +91,20 @@ def load_split(root: str | os.PathLike[str], train: bool, verify: bool = True) -
     return Split(ds.data.clone(), ds.targets.clone().long())
 
 
+#: Images in MNIST's official training split, before validation is held out.
+TRAIN_IMAGES = 60_000
+
+
+def training_images(subset: int | None, val_fraction: float) -> int:
+    """How many images a config trains on: the (subset of the) training split, minus the
+    validation images ``train_val_split`` holds out. No data is read."""
+    total = subset if subset is not None else TRAIN_IMAGES
+    return total - round(total * val_fraction)
+
+
 def train_val_split(split: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
     """A seeded, disjoint split; the same seed always holds out the same images."""
-    n_val = round(len(split) * val_fraction)
+    n_val = round(len(split) * val_fraction)  # training_images() counts the same way
     perm = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
     return (

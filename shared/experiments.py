@@ -117,9 +117,14 @@ def saved_notebook_problems(notebook: str | os.PathLike[str], *functions) -> lis
 
     nb = nbformat.read(Path(notebook), as_version=4)
     problems = []
+    from shared.labs import UNWRITTEN
+
     stubbed = [
         i for i, c in enumerate(nb.cells, 1)
-        if c.cell_type == "code" and "raise NotImplementedError(" in c.source
+        if c.cell_type == "code" and any(
+            "raise NotImplementedError(" in line and UNWRITTEN in line
+            for line in c.source.splitlines()
+        )
     ]  # fmt: skip
     if stubbed:
         cells = ", ".join(map(str, stubbed))
@@ -143,10 +148,10 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     cfg = load_config(run_dir / "config.yaml")
     last = metrics["history"][-1] if metrics["history"] else {}
-    # Optimizer steps: what an epoch budget buys at this batch size (the training split is
-    # 1 - val_fraction of the, possibly subset, 60,000 training images).
-    total = cfg.data.subset or 60_000
-    n_train = total - round(total * cfg.data.val_fraction)
+    from shared.data import training_images
+
+    # Optimizer steps: what an epoch budget buys at this batch size.
+    n_train = training_images(cfg.data.subset, cfg.data.val_fraction)
     steps = metrics["epochs_completed"] * -(-n_train // cfg.training.batch_size)
     return {
         "name": cfg.output.name,

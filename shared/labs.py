@@ -71,7 +71,7 @@ class Region:
     """One exercise region of a code cell."""
 
     hint: str
-    answer: list[str]  # the solution's lines, dedented
+    answer: list[str]  # the solution's lines, at the cell's indentation
     more: list[str]  # ### HINT lines
     broken: list[str] | None  # what the lab shows instead of a stub (### LAB SHOWS)
     label: str = "FIX ME"  # the comment above ``broken``: FIX ME, or YOUR CODE HERE
@@ -116,10 +116,10 @@ def parse_regions(source: str, where: str = "") -> tuple[str, list[Region]]:
                 region.label = "YOUR CODE HERE"
         elif inside and NO_ANSWER.match(line):
             region.show_answer = False
-        elif inside and showing:
-            region.broken.append(line)
         elif inside and HINT.match(line):
             region.more.append(HINT.match(line)["text"].strip())
+        elif inside and showing:
+            region.broken.append(TOOL_COMMENT.sub("", line))
         elif inside:
             region.answer.append(TOOL_COMMENT.sub("", line))
         else:
@@ -153,7 +153,8 @@ def stub_source(source: str, where: str = "") -> tuple[str, int]:
 
 
 def defined_names(source: str) -> set[str]:
-    """Names a code cell defines (assignments, def, class), and the file variable of a
+    """Names a code cell binds at its top level (assignments, loops, imports, def, class,
+    inside ``with``/``if``/``try`` too, not inside functions), and the file variable of a
     ``%%writefile {name}`` cell: what a grading check may need from that exercise."""
     first, _, rest = source.partition("\n")
     magic = re.match(r"%%writefile\s+(?:-a\s+)?\{(\w+)\}", first)
@@ -162,18 +163,22 @@ def defined_names(source: str) -> set[str]:
     code = "\n".join(
         "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
     )
-    names: set[str] = set()
     try:
         tree = ast.parse(code)
     except SyntaxError:
-        return names
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.ClassDef):
-            names.add(node.name)
-        for target in getattr(node, "targets", []) + [getattr(node, "target", None)]:
-            for n in ast.walk(target) if target is not None else ():
-                if isinstance(n, ast.Name):
-                    names.add(n.id)
+        return set()
+    names: set[str] = set()
+    stack: list[ast.AST] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)  # its body's names are its own
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+        stack.extend(ast.iter_child_nodes(node))
     return names
 
 
@@ -239,15 +244,21 @@ def build_lab(
                 t for t in cell.metadata.get("tags", []) if t not in NBVAL_TAGS
             ]
             if regions:
-                exercises.append((len(cells), regions, defined_names(original), f"{name}:{i}"))
+                # the id follows the exercise (its hints), not its position in the notebook
+                key = f"{name}:" + "|".join(r.hint for r in regions)
+                exercises.append((len(cells), regions, defined_names(original), key))
         cells.append(cell)
     owner: dict[int, list] = {}
     for check in suite or ():
         at = [pos for pos, _, names, _ in exercises if set(check.needs) & names]
         if at:
             owner.setdefault(at[-1], []).append(check)
+    seen: set[str] = set()
     for pos, regions, _, key in reversed(exercises):  # from the end: positions stay valid
         digest = hashlib.sha1(key.encode()).hexdigest()[:8]
+        while digest in seen:  # two exercises with the same hints: ids must still differ
+            digest = hashlib.sha1(digest.encode()).hexdigest()[:8]
+        seen.add(digest)
         extra = exercise_cell(regions, owner.get(pos, []), f"ex-{digest}", answers)
         if extra is not None:
             cells.insert(pos, extra)
