@@ -128,7 +128,6 @@ def schedule_preview(
     import pendulum
     from airflow.sdk import DAG
     from airflow.serialization.encoders import coerce_to_core_timetable
-    from airflow.timetables.base import TimeRestriction
     from airflow.timetables.interval import CronDataIntervalTimetable
 
     start = pendulum.instance(start_date if start_date.tzinfo else start_date.replace(tzinfo=UTC))
@@ -137,21 +136,31 @@ def schedule_preview(
     else:
         dag = DAG("schedule_preview", schedule=schedule, start_date=start, catchup=True)
         timetable = coerce_to_core_timetable(dag.timetable)
+    fmt = "%Y-%m-%d %H:%M"
+    return [
+        {
+            "logical_date": info.logical_date.strftime(fmt),
+            "data_interval": f"{info.data_interval.start.strftime(fmt)} → "
+                             f"{info.data_interval.end.strftime(fmt)}",
+            "runs_at": info.run_after.strftime(fmt),
+        }
+        for info in _next_runs(timetable, start, n)
+    ]  # fmt: skip
+
+
+def _next_runs(timetable, start, n: int) -> list:
+    """The first ``n`` runs (DagRunInfo) ``timetable`` schedules from ``start`` on, catchup on."""
+    from airflow.timetables.base import TimeRestriction
+
     restriction = TimeRestriction(earliest=start, latest=None, catchup=True)
     runs, last = [], None
-    for _ in range(n):
+    while len(runs) < n:
         info = timetable.next_dagrun_info(
             last_automated_data_interval=last, restriction=restriction
         )
         if info is None:
             break
-        fmt = "%Y-%m-%d %H:%M"
-        runs.append({
-            "logical_date": info.logical_date.strftime(fmt),
-            "data_interval": f"{info.data_interval.start.strftime(fmt)} → "
-                             f"{info.data_interval.end.strftime(fmt)}",
-            "runs_at": info.run_after.strftime(fmt),
-        })  # fmt: skip
+        runs.append(info)
         last = info.data_interval
     return runs
 
@@ -162,7 +171,6 @@ def cron_times(expression: str, after: datetime, n: int) -> list[datetime]:
     Airflow 3); ValueError, with the reason, if Airflow does not accept the expression."""
     import pendulum
     from airflow.sdk.exceptions import AirflowTimetableInvalid
-    from airflow.timetables.base import TimeRestriction
     from airflow.timetables.trigger import CronTriggerTimetable
 
     try:
@@ -173,15 +181,7 @@ def cron_times(expression: str, after: datetime, n: int) -> list[datetime]:
             f"{expression!r} is not a cron expression Airflow accepts: {exc}"
         ) from None
     start = pendulum.instance(after if after.tzinfo else after.replace(tzinfo=UTC))
-    restriction = TimeRestriction(earliest=start, latest=None, catchup=True)
-    times, last = [], None
-    for _ in range(n):
-        info = timetable.next_dagrun_info(
-            last_automated_data_interval=last, restriction=restriction
-        )
-        times.append(info.run_after)
-        last = info.data_interval
-    return times
+    return [info.run_after for info in _next_runs(timetable, start, n)]
 
 
 def cron_description(expression: str) -> str:

@@ -542,20 +542,25 @@ def _run_script(script, args: list[str], timeout: int = 300):
     )  # fmt: skip
 
 
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file the learner's code wrote, or an AssertionError saying what is wrong."""
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise AssertionError(f"{what} ({path.name}) is not readable JSON: {exc}") from None
+
+
 def script_result(script, config_path, out_dir) -> dict:
     """Run the learner's training script on ``config_path`` into ``out_dir``; the metrics it
     wrote, or an AssertionError that quotes what the script printed."""
-    import json
-
     done = _run_script(script, ["--config", str(config_path), "--out", str(out_dir)])
     tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-6:])
     assert done.returncode == 0, f"the script exited with {done.returncode}:\n{tail}"
     metrics_file = Path(out_dir) / "metrics.json"
     assert metrics_file.is_file(), f"the script ran but wrote no {metrics_file.name} in --out"
-    try:
-        metrics = json.loads(metrics_file.read_text())
-    except ValueError as exc:
-        raise AssertionError(f"metrics.json is not JSON: {exc}") from None
+    metrics = read_json(metrics_file, "the script's metrics")
     assert isinstance(metrics, dict) and {"history", "test_accuracy"} <= set(metrics), (
         f"metrics.json holds {str(metrics)[:80]}; expected the keys history and test_accuracy"
     )

@@ -112,16 +112,6 @@ def _dag_file(ns: Namespace):
     return load_dag_file(ns["draft"])
 
 
-def _read_json(path, what: str) -> Any:
-    """A JSON file the learner's code wrote, or an AssertionError saying what is wrong."""
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise AssertionError(f"{what} ({path.name}) is not readable JSON: {exc}") from None
-
-
 def _dag_partitions_by_date(ns: Namespace) -> None:
     """Run the learner's DAG for a day the notebook never uses; outputs land in that day's
     partitions, with the keys the notebook names, and a rerun leaves identical files."""
@@ -145,7 +135,7 @@ def _dag_partitions_by_date(ns: Namespace) -> None:
         f"data/lab1_1/processed/{ds}/summary.json: build the paths from data_root() and ds, "
         "not a fixed date or a relative folder"
     )
-    written = _read_json(raw, "make_numbers' file")
+    written = checks.read_json(raw, "make_numbers' file")
     numbers = written.get("numbers") if isinstance(written, dict) else None
     assert isinstance(numbers, list) and len(numbers) == 10, (
         f"numbers.json holds {type(written).__name__} {str(written)[:80]}; expected "
@@ -154,7 +144,7 @@ def _dag_partitions_by_date(ns: Namespace) -> None:
     assert written.get("ds") == ds, (
         f'numbers.json says "ds": {written.get("ds")!r}; expected {ds!r}'
     )
-    summary = _read_json(processed, "summarize's file")
+    summary = checks.read_json(processed, "summarize's file")
     keys = {"ds", "count", "total", "max"}
     assert isinstance(summary, dict) and keys <= set(summary), (
         f"summary.json holds {str(summary)[:80]}; expected a mapping with the keys {sorted(keys)}"
