@@ -20,7 +20,9 @@ PROCS=(api-server scheduler dag-processor)
 is_ours() {  # pid file names a live process that is still an airflow command (no PID reuse)
     local pid
     pid=$(cat "$1" 2>/dev/null) || return 1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q airflow
+    # ps -o command= is POSIX (Linux and macOS alike); /proc, the fallback, is Linux-only.
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    { ps -p "$pid" -o command= 2>/dev/null || tr '\0' ' ' < "/proc/$pid/cmdline"; } | grep -q airflow
 }
 
 stop() {
@@ -30,7 +32,7 @@ stop() {
         [ -f "$f" ] || continue
         if is_ours "$f"; then
             pid=$(cat "$f")
-            # Each process was started in its own session (setsid), so its group holds exactly
+            # Each process was started in its own session (os.setsid), so its group holds exactly
             # it and the workers it forked; SIGTERM lets Airflow shut down cleanly.
             kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
             any=1
@@ -78,14 +80,17 @@ start() {
     export AIRFLOW__API__BASE_URL="http://127.0.0.1:$PORT"
 
     "$AIRFLOW" db migrate > "$LOGS/db-migrate.log" 2>&1 || { tail "$LOGS/db-migrate.log" >&2; exit 1; }
-    declare -A args=(
-        [api-server]="api-server --host 127.0.0.1 --port $PORT"
-        [scheduler]="scheduler --skip-serve-logs"
-        [dag-processor]="dag-processor"
-    )
     for proc in "${PROCS[@]}"; do
+        case $proc in
+            api-server) args="api-server --host 127.0.0.1 --port $PORT" ;;
+            scheduler) args="scheduler --skip-serve-logs" ;;
+            *) args=$proc ;;
+        esac
+        # Its own session, so `stop` can signal the process group (it and its workers).
+        # setsid(1) is Linux-only; Python's os.setsid works on macOS too.
         # shellcheck disable=SC2086
-        setsid "$AIRFLOW" ${args[$proc]} > "$LOGS/$proc.log" 2>&1 < /dev/null &
+        "$ROOT/.venv/bin/python" -c 'import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[1:])' \
+            "$AIRFLOW" $args > "$LOGS/$proc.log" 2>&1 < /dev/null &
         echo $! > "$PIDS/$proc.pid"
     done
     url="http://127.0.0.1:$PORT"

@@ -14,7 +14,7 @@ import nbformat
 KERNEL_NAME = "mlops-workbook"
 KERNELSPEC = {
     "name": KERNEL_NAME,
-    "display_name": "Python 3.11 (MLOps workbook)",
+    "display_name": "Python 3 (MLOps workbook)",
     "language": "python",
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -71,6 +72,37 @@ def _free_port() -> int:
 def free_port():
     """A function returning a loopback port that is free right now."""
     return _free_port
+
+
+#: Headless Chromium as the browser tests start it: no sandbox (CI runs as root), and none of
+#: the background connections a closed network refuses many times a second.
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def chromium_command() -> list[str]:
+    """Chromium and its flags. Where it is missing, the browser tests skip if this machine
+    cannot install it (no apt-get as root: a Mac, a learner's Linux account), and fail if it
+    could have: there scripts/setup-browser.sh, which `make test` runs, installs it."""
+    binary = shutil.which("chromium")
+    if binary:
+        return [binary, *CHROMIUM_FLAGS]
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        pytest.fail(
+            "Debian's chromium is missing: `make test` installs it (scripts/setup-browser.sh)"
+        )
+    pytest.skip(
+        "no Chromium, and no apt-get as root to install it: install Chromium to run the browser tests"
+    )
+
+
+@pytest.fixture
+def chromium():
+    """A function returning Chromium's command line (or skipping, see chromium_command);
+    called at the point a test needs the browser, so what it checked before still counts."""
+    return chromium_command
 
 
 #: The parameters each solution runs with on the smoke config (Lab 1.3 also shrinks its

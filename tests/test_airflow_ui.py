@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -47,7 +46,12 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
 
 
 def screenshot_logged_in(
-    url: str, token: str, shots: dict[str, Path], profile: Path, port: int
+    browser_command: list[str],
+    url: str,
+    token: str,
+    shots: dict[str, Path],
+    profile: Path,
+    port: int,
 ) -> dict[str, bytes]:
     """Headless Chromium driven over the DevTools protocol: set the UI's login cookie
     (`_token`, the JWT from /auth/token), then for each ``{view: path}`` of ``shots`` (the
@@ -55,15 +59,9 @@ def screenshot_logged_in(
     local storage) open ``url``, wait for the page, save a PNG."""
     import websocket  # websocket-client, already in the lock file (a Jupyter dependency)
 
-    chromium = shutil.which("chromium")
-    assert chromium, (
-        "Debian's chromium is missing: `make test` installs it (scripts/setup-browser.sh)"
-    )
     browser = subprocess.Popen(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--window-size=1400,900", f"--remote-debugging-port={port}",
-         "--remote-allow-origins=*", "about:blank"],
+        [*browser_command, f"--user-data-dir={profile}", "--window-size=1400,900",
+         f"--remote-debugging-port={port}", "--remote-allow-origins=*", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -126,8 +124,9 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.timeout(600)
-def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox, free_port):
+def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox, free_port, chromium):
     home, port = tmp_path / "airflow-home", free_port()
     env = {
         **os.environ,
@@ -189,6 +188,7 @@ def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox, free_port):
         }  # fmt: skip
         # `make screenshots` copies these two into docs/images/, where Lab 1.1 shows them.
         pngs = screenshot_logged_in(
+            chromium(),
             f"{base}/dags/lab1_1_first_dag",
             token["access_token"],
             {view: ARTIFACTS / f"lab1_1_first_dag_{view}.png" for view in ("grid", "graph")},

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import struct
 import subprocess
@@ -26,8 +25,9 @@ def get(url: str):
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.timeout(300)
-def test_jupyterlab_serves_the_course_and_renders_lab_1_2(tmp_path, free_port):
+def test_jupyterlab_serves_the_course_and_renders_lab_1_2(tmp_path, free_port, chromium):
     port = free_port()
     env = {
         **os.environ,
@@ -60,18 +60,13 @@ def test_jupyterlab_serves_the_course_and_renders_lab_1_2(tmp_path, free_port):
         assert "mlops-workbook" in specs["kernelspecs"]
         assert specs["default"] == "mlops-workbook"
 
-        chromium = shutil.which("chromium")
-        assert chromium, (
-            "Debian's chromium is missing: `make test` installs it (scripts/setup-browser.sh)"
-        )
+        browser = chromium()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shot = ARTIFACTS / "lab1_2_in_jupyterlab.png"
         shot.unlink(missing_ok=True)
         url = f"{base}/lab/tree/labs/02_lab1_2_pytorch_training.ipynb?token={token}"
         subprocess.run(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,900",
+            [*browser, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,900",
              "--virtual-time-budget=20000", f"--screenshot={shot}", url],
             capture_output=True, timeout=120, check=True,
         )  # fmt: skip

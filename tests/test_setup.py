@@ -27,16 +27,35 @@ def test_second_setup_is_a_no_op(repo):
 
 
 def test_stamp_is_the_lock_hash(repo):
-    """The stamp is keyed on requirements.lock + pyproject's [project] table, so editing the
-    dependencies or entry points re-installs, while editing tool settings does not."""
+    """The stamp is keyed on requirements.lock + pyproject's [project] table + the venv's
+    Python, so editing the dependencies or entry points re-installs, while editing tool
+    settings does not."""
     import hashlib
     import json
+    import sys
     import tomllib
 
     project = json.dumps(
         tomllib.loads((repo / "pyproject.toml").read_text())["project"], sort_keys=True
     )
     want = hashlib.sha256(
-        (repo / "requirements.lock").read_bytes() + project.encode() + b"\n"
+        (repo / "requirements.lock").read_bytes() + project.encode() + sys.version.encode()
     ).hexdigest()
     assert (repo / ".venv" / ".workbook-setup").read_text().strip() == want
+
+
+def test_an_unsupported_python_is_named_with_the_supported_ones(repo, tmp_path):
+    """No venv yet and only a Python 3.10: set-up stops before touching anything and says
+    which Pythons would do."""
+    old = tmp_path / "python3.10"
+    old.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "Python 3.10.14" && exit 0\nexit 1\n')
+    old.chmod(0o755)
+    venv = tmp_path / "venv"
+    done = subprocess.run(
+        ["bash", "scripts/setup.sh"], cwd=repo, capture_output=True, text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": str(old), "VENV": str(venv)},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "needs Python 3.11, 3.12 or 3.13; none was found" in done.stderr
+    assert f"{old} is Python 3.10.14" in done.stderr
+    assert not venv.exists()
