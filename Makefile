@@ -6,7 +6,8 @@ SHELL := /bin/bash
 
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
-PYTHON ?= python3
+# PYTHON=/path/to/python3.12 make ... picks the interpreter for a new .venv (3.11-3.13);
+# without it, set-up takes the first supported python3 on PATH.
 
 # A project-local Airflow: its SQLite metadata database, logs and config live in .airflow/.
 export AIRFLOW_HOME := $(CURDIR)/.airflow
@@ -14,7 +15,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup demo test lint format lab airflow airflow-stop screenshots bench lock clean distclean
+.PHONY: help setup demo test lint format lab airflow airflow-stop screenshots bench lock check-platforms clean distclean
 
 help: ## list the targets
 	@echo "MLOps Foundations workbook"
@@ -22,7 +23,7 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 setup: ## create .venv from the lock file, register the kernel, provision MNIST
-	@PYTHON=$(PYTHON) scripts/setup.sh
+	@scripts/setup.sh
 
 demo: setup ## run the course end to end on the embedded defaults, then print a summary
 	@$(BIN)/workbook demo
@@ -61,8 +62,11 @@ bench: setup ## speed benchmarks (not tests): training and DAG parse times
 	@$(BIN)/workbook bench --dags
 	@$(BIN)/workbook bench
 
-lock: ## re-resolve the environment from pyproject.toml into requirements.lock
+lock: ## re-resolve requirements.lock for every platform (UPGRADE=1: newest allowed), then check-platforms
 	@scripts/lock.sh
+
+check-platforms: setup ## ask the registry: does the lock install on Linux/macOS, Python 3.11-3.13?
+	@$(BIN)/python scripts/check_platforms.py --sizes
 
 clean: airflow-stop ## remove runs, Airflow's home and caches (keeps .venv and data/)
 	rm -rf runs registry .airflow artifacts .pytest_cache .ruff_cache
