@@ -85,6 +85,11 @@ def test_the_environment_is_the_lock_for_this_machine(pins, lockcheck):
     }
     installed.pop("mlops-workbook")  # the project itself, installed editable on top
     installed.pop("pip", None)  # the venv's own installer, not part of the environment
+    if installed.get("torch", "").endswith("+cpu"):
+        # The README's CPU-only swap on Linux: PyTorch's own CPU build, without the CUDA
+        # packages; every other pin as locked.
+        wanted = {n: v for n, v in wanted.items() if not LINUX_ONLY.match(n)}
+        installed = {n: v.split("+cpu")[0] for n, v in installed.items()}
     assert installed == wanted
 
 
