@@ -29,7 +29,7 @@ demo: setup ## run the course end to end on the embedded defaults, then print a 
 	@$(BIN)/workbook demo
 
 test: setup ## the whole test suite: lint, unit tests, notebooks, DAGs
-	@scripts/setup-browser.sh
+	@scripts/setup-system.sh
 	@$(MAKE) --no-print-directory lint
 	@$(BIN)/pytest
 
@@ -51,7 +51,7 @@ airflow-stop: ## stop exactly the Airflow processes `make airflow` started
 	@scripts/airflow.sh stop
 
 screenshots: setup ## refresh docs/images/ (Lab 1.1's Airflow UI pictures) from a real UI run
-	@scripts/setup-browser.sh
+	@scripts/setup-system.sh
 	@$(BIN)/pytest -q -p no:cacheprovider tests/test_airflow_ui.py
 	@mkdir -p docs/images
 	@for view in grid graph; do \

@@ -238,15 +238,18 @@ def dag_parse_times(dags_dir=None) -> dict[str, float]:
     return {Path(f).name: s for f, s in airflow_local.parse_seconds(*files).items()}
 
 
-def grading_times(n: int = 10, jobs: tuple[int, ...] = (1, 2)) -> dict[str, float]:
+def grading_times(
+    n: int = 10, jobs: tuple[int, ...] = (1, 2), modes: tuple[str, ...] = ("bwrap", "none")
+) -> dict[str, float]:
     """Seconds to grade one Lab 1.2 submission, then a class of ``n`` (the solution and the
-    generated lab, alternating, renamed like learners' files) with each number of ``jobs``."""
+    generated lab, alternating, renamed like learners' files) with each number of ``jobs``,
+    in each sandbox mode this machine has (bubblewrap's overhead is the difference)."""
     import shutil
     import tempfile
     import time
     from pathlib import Path
 
-    from shared import grade, paths
+    from shared import grade, paths, sandbox
     from shared.suites import LABS
 
     lab = LABS["1.2"]
@@ -257,13 +260,16 @@ def grading_times(n: int = 10, jobs: tuple[int, ...] = (1, 2)) -> dict[str, floa
         for i in range(n):
             subs.append(Path(tmp) / f"learner{i:02d}.ipynb")
             shutil.copyfile(sources[i % 2], subs[-1])
-        start = time.perf_counter()
-        report = grade.grade(subs[0])
-        times["one submission"] = time.perf_counter() - start
-        assert report.passed, report.format()
-        for j in jobs:
+        for mode in modes:
+            if mode == "bwrap" and sandbox.bwrap_problem():
+                continue
             start = time.perf_counter()
-            reports = grade.grade_many(subs, jobs=j, progress=False)
-            times[f"{n} submissions, {j} at a time"] = time.perf_counter() - start
-            assert sum(r.passed for r in reports) == (n + 1) // 2
+            report = grade.grade(subs[0], sandbox_mode=mode)
+            times[f"{mode}: one submission"] = time.perf_counter() - start
+            assert report.passed, report.format()
+            for j in jobs:
+                start = time.perf_counter()
+                reports = grade.grade_many(subs, jobs=j, progress=False, sandbox_mode=mode)
+                times[f"{mode}: {n} submissions, {j} at a time"] = time.perf_counter() - start
+                assert sum(r.passed for r in reports) == (n + 1) // 2
     return times

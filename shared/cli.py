@@ -106,7 +106,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.grading:
         for name, seconds in bench.grading_times().items():
-            print(f"grading Lab 1.2, {name:28} {seconds:6.1f} s")
+            print(f"grading Lab 1.2, {name:35} {seconds:6.1f} s")
         return EXIT_OK
     if args.dags:
         times = bench.dag_parse_times()
@@ -224,32 +224,53 @@ def _cmd_nb_clean(args: argparse.Namespace) -> int:
 
 
 def _grade_inputs(names: Sequence[str]) -> list[Path]:
-    """Files as given; a folder stands for the notebooks in it."""
+    """Files as given; a folder stands for the notebooks in it and its subfolders (an LMS
+    export: one folder per learner), checkpoints excluded."""
     out: list[Path] = []
     for name in names:
         p = Path(name)
-        out += sorted(p.glob("*.ipynb")) if p.is_dir() else [p]
+        if p.is_dir():
+            found = sorted(p.rglob("*.ipynb"))
+            out += [f for f in found if ".ipynb_checkpoints" not in f.parts]
+        else:
+            out.append(p)
     return out
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
     import json
 
-    from shared import grade, gradebook
+    from shared import grade, gradebook, sandbox
     from shared.suites import LABS
 
     if args.lab is not None and args.lab not in LABS:
         print(f"workbook grade: --lab {args.lab}: choose from {', '.join(LABS)}", file=sys.stderr)
         return EXIT_USAGE
-    if args.timeout <= 0 or args.jobs <= 0:
-        print("workbook grade: --timeout and --jobs must be positive", file=sys.stderr)
+    numbers = [args.timeout, args.jobs, args.memory_mb, args.processes, args.threads or 1]
+    if min(numbers) <= 0:
+        print(
+            "workbook grade: --timeout, --jobs, --memory-mb, --processes and --threads must be "
+            "positive",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     notebooks = _grade_inputs(args.notebooks)
     if not notebooks:
         print(f"workbook grade: no notebooks in {' '.join(args.notebooks)}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        kind = sandbox.choose(args.sandbox)
+    except sandbox.SandboxUnavailable as exc:
+        print(
+            f"workbook grade: {exc}; install bubblewrap or choose --sandbox auto", file=sys.stderr
+        )
+        return EXIT_USAGE
+    print(f"sandbox: {sandbox.describe(kind)}", file=sys.stderr)
+    limits = sandbox.Limits(args.memory_mb, args.processes, args.threads)
     if len(notebooks) == 1 and args.out is None:
-        report = grade.grade_safely(notebooks[0], args.lab, args.timeout, args.executed)
+        report = grade.grade_safely(
+            notebooks[0], args.lab, args.timeout, args.executed, limits, kind
+        )
         print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
         if report.status == "grader error":
             return EXIT_FAIL
@@ -267,8 +288,9 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     if executed is None and args.out is not None:
         executed = Path(args.out).with_suffix("").as_posix() + "-executed"
     reports = grade.grade_many(
-        notebooks, args.lab, args.timeout, args.jobs, executed, progress=True, on_report=line
-    )
+        notebooks, args.lab, args.timeout, args.jobs, executed, progress=True, on_report=line,
+        limits=limits, sandbox_mode=kind,
+    )  # fmt: skip
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], indent=2))
     if args.out is not None:
@@ -461,9 +483,17 @@ def build_parser() -> argparse.ArgumentParser:
         "line per check with points and hints, the score, any execution error; exit 0 if every "
         "required check passes, 1 if not, 2 for bad usage or a notebook that cannot be graded. "
         "Several notebooks (or a folder, or --out): a progress bar, one line per submission, "
-        "and with --out a CSV, a markdown summary, the JSON reports and the executed notebooks.",
+        "and with --out a CSV, a markdown summary, the JSON reports and the executed notebooks. "
+        "Each kernel runs inside bubblewrap where it works (read-only filesystem but its own "
+        "folder, no network, no view of the checkout, the hidden checks or your home, its "
+        "processes gone with it) and always under a Python write guard, with the limits below.",
     )
-    grade.add_argument("notebooks", nargs="+", metavar="NOTEBOOK", help="notebooks or folders")
+    grade.add_argument(
+        "notebooks",
+        nargs="+",
+        metavar="NOTEBOOK",
+        help="notebooks or folders (searched recursively)",
+    )
     grade.add_argument("--lab", help="the lab (0, 1.1, 1.2, 1.3); default: read from the notebook")
     grade.add_argument("--json", action="store_true", help="print the report(s) as JSON")
     grade.add_argument(
@@ -479,6 +509,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--executed", metavar="PATH",
         help="save executed notebooks (a file for one notebook, a folder for several; "
         "with --out the default is <CSV without .csv>-executed/)",
+    )  # fmt: skip
+    from shared.sandbox import DEFAULT_MEMORY_MB, DEFAULT_PROCESSES, MODES
+
+    grade.add_argument(
+        "--sandbox", choices=MODES, default="auto",
+        help="auto (default): bubblewrap where it works, else the Python guard alone, said at "
+        "the start and in every report; bwrap: refuse to grade without it; none: guard only",
+    )  # fmt: skip
+    grade.add_argument(
+        "--memory-mb", type=int, default=DEFAULT_MEMORY_MB, metavar="MB",
+        help=f"memory per kernel (default {DEFAULT_MEMORY_MB}); past it the submission is "
+        "reported as 'memory limit exceeded' and its remaining checks as not run",
+    )  # fmt: skip
+    grade.add_argument(
+        "--processes", type=int, default=DEFAULT_PROCESSES, metavar="N",
+        help=f"processes and threads per kernel (default {DEFAULT_PROCESSES}; needs a cgroup)",
+    )  # fmt: skip
+    grade.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="CPU threads per kernel (default: all cores for one notebook, cores/jobs for a batch)",
     )  # fmt: skip
     grade.set_defaults(func=_cmd_grade)
     return parser

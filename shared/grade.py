@@ -5,13 +5,16 @@ One submission:
 
 1. read and validate the notebook; find its lab (first heading, else file name, or --lab);
 2. copy it into a fresh temporary project (configs and MNIST copied, never linked, so a
-   submission cannot reach the checkout through them) with the write guard on;
+   submission cannot reach the checkout through them), with a copy of the ``shared``
+   package that lacks the hidden suite, and start its kernel inside the OS sandbox with
+   its limits (``shared.sandbox``: bubblewrap where available, the write guard always);
 3. inject the lab's grading parameters (papermill) and run the cells in order (nbclient).
    A failing self-check or an unwritten stub does not stop the run, so every exercise is
    graded on its own; any other error stops it, and checks whose variables were never
    defined are reported as *not run*. Past the time budget the cell is interrupted; a
    kernel that does not answer is killed. Output beyond a cap is dropped;
-4. run one appended cell per check (``shared.suites.run_in_kernel``) in that kernel.
+4. only then send the hidden checks' code into the kernel (one loader cell, whose source is
+   never saved), and run one appended cell per check (``run_in_kernel``).
 
 The sandbox is deleted afterwards; nothing outside it changes.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -28,10 +32,11 @@ from typing import Any
 
 import nbformat
 
-from shared import paths
+from shared import paths, sandbox
 from shared.gradebook import FAIL, NOT_RUN, PASS, CheckResult, ExecutionError, Report
 from shared.guard import ROOTS_ENV, SITECUSTOMIZE
 from shared.notebooks import KERNEL_NAME
+from shared.sandbox import Limits
 from shared.suites import LABS, Lab
 
 #: Errors that mark an exercise as wrong or unwritten, not the notebook as broken: execution
@@ -43,6 +48,9 @@ OUTPUT_CAP = 2_000_000
 INTERRUPT_GRACE = 10
 DEFAULT_TIMEOUT = 300
 CHECK_TAG = "workbook-grade-check"
+#: Modules of the package the kernel gets only after the submission's cells have run.
+HIDDEN_MODULES = ("suites",)
+MEMORY_EXCEEDED = "memory limit exceeded"
 
 
 class GradeInputError(ValueError):
@@ -113,7 +121,8 @@ def resolve_lab(nb: nbformat.NotebookNode, filename: str, lab_id: str | None) ->
 
 def make_sandbox(root: Path, source: Path | None = None) -> dict[str, Path]:
     """A throw-away project under ``root``: configs and MNIST copied from ``source`` (the
-    project root), empty dags/, labs/ as the working folder, its own home and temp."""
+    project root), empty dags/, labs/ as the working folder, its own home and temp, and
+    the ``shared`` package without its hidden modules (first on the kernel's path)."""
     source = source or paths.project_root()
     mnist = source / "data" / "MNIST" / "raw"
     if not mnist.is_dir():
@@ -127,28 +136,41 @@ def make_sandbox(root: Path, source: Path | None = None) -> dict[str, Path]:
             shutil.copyfile(f, raw / f.name)
     for d in ("dags", "labs", ".airflow"):
         (project / d).mkdir()
-    for d in ("home", "tmp", "guard"):
+    for d in ("home", "tmp", "guard", "ipc", "kernels"):
         (root / d).mkdir()
     (root / "guard" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    hidden = {f"{name}.py" for name in HIDDEN_MODULES}
+    shutil.copytree(
+        Path(__file__).resolve().parent,
+        root / "pkg" / "shared",
+        ignore=lambda folder, names: [n for n in names if n in hidden or n == "__pycache__"],
+    )
     return {"root": root, "project": project, "cwd": project / "labs"}
 
 
+#: What the kernel inherits from the grader's environment; nothing else of the instructor's
+#: shell (tokens, cloud keys, a VIRTUAL_ENV elsewhere) reaches graded code.
+ENV_ALLOWED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+
+
 def kernel_env(box: dict[str, Path], threads: int | None = None) -> dict[str, str]:
-    """The kernel's environment: every path it writes to points into the sandbox; with
-    ``threads``, torch's CPU thread pool is capped (kernels grading side by side)."""
+    """The kernel's environment, built from an allow-list: every path it writes to points
+    into the sandbox; with ``threads``, the CPU thread pools are capped (kernels grading
+    side by side)."""
     root, project = box["root"], box["project"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    pythonpath = [str(root / "guard"), env.get("PYTHONPATH", "")]
+    env = {k: os.environ[k] for k in ENV_ALLOWED if k in os.environ}
     env.update(
         {
             paths.ROOT_ENV: str(project),
             ROOTS_ENV: str(root),
-            "PYTHONPATH": os.pathsep.join(p for p in pythonpath if p),
+            # the guard's sitecustomize, then the package copy without the hidden suite
+            "PYTHONPATH": os.pathsep.join([str(root / "guard"), str(root / "pkg")]),
             "PYTHONDONTWRITEBYTECODE": "1",  # no .pyc writes into site-packages
             "HOME": str(root / "home"),
             "TMPDIR": str(root / "tmp"),
             "MPLCONFIGDIR": str(root / "home" / ".matplotlib"),
             "IPYTHONDIR": str(root / "home" / ".ipython"),
+            "JUPYTER_RUNTIME_DIR": str(root / "home" / "runtime"),
             "AIRFLOW_HOME": str(project / ".airflow"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -157,8 +179,56 @@ def kernel_env(box: dict[str, Path], threads: int | None = None) -> dict[str, st
         }
     )
     if threads is not None:
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[name] = str(threads)
     return env
+
+
+def kernel_manager(box: dict[str, Path], kind: str, limits: Limits, cgroup):
+    """A kernel manager whose kernel starts through the limits launcher and, with
+    ``kind == "bwrap"``, inside bubblewrap. Inside, the kernel has no network, so it talks
+    to the grader over Unix sockets in the sandbox folder (ZeroMQ's ipc transport) and is
+    interrupted by a message, since a signal to bubblewrap would not reach it."""
+    import json
+
+    from jupyter_client import AsyncKernelManager as KernelManager
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    argv = sandbox.launcher_command(limits, cgroup)
+    if kind == "bwrap":
+        argv += sandbox.bwrap_command(box["root"], box["cwd"])
+    argv += [
+        sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+        # CRITICAL: with no parent handle (below) ipykernel prints a connection banner
+        # below that level; the kernel's log goes to kernel.log either way.
+        "--IPKernelApp.log_level=CRITICAL",
+        # Inside a PID namespace the kernel's parent is bubblewrap's init (PID 1), which
+        # ipykernel reads as "orphaned" and exits; bubblewrap's --die-with-parent does
+        # that job instead.
+        "--IPKernelApp.parent_handle=0",
+    ]  # fmt: skip
+    spec = box["root"] / "kernels" / KERNEL_NAME
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": argv,
+                "display_name": f"{KERNEL_NAME} (graded)",
+                "language": "python",
+                "interrupt_mode": "message" if kind == "bwrap" else "signal",
+            }
+        )
+    )
+    specs = KernelSpecManager(kernel_dirs=[str(box["root"] / "kernels")])
+    if kind == "bwrap":
+        km = KernelManager(
+            kernel_name=KERNEL_NAME, kernel_spec_manager=specs,
+            transport="ipc", ip=str(box["root"] / "ipc" / "kernel"),
+        )  # fmt: skip
+    else:
+        km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
+    km.connection_file = str(box["root"] / "ipc" / "connection.json")
+    return km
 
 
 # --------------------------------------------------------------------------- execution
@@ -208,18 +278,37 @@ def _last_line(content: dict[str, Any]) -> str:
     return f"{content.get('ename', 'Error')}: {value}"[:300].rstrip(": ")
 
 
-def _check_cell(lab: Lab, check_id: str) -> nbformat.NotebookNode:
-    # Fresh copies of the check modules, so a notebook that reassigned a check function
-    # (checks.train_loop = lambda f: None) is graded by the real one.
+LOADER_SAVED_AS = "# workbook grade loaded the hidden checks here (their code is not saved)"
+
+
+def _loader_cell() -> nbformat.NotebookNode:
+    """The cell that brings the checks into the kernel once the submission's cells are done:
+    fresh modules built from the grader's copies of the sources (the kernel's own package
+    copy lacks the hidden suite), so neither a check the notebook reassigned
+    (``checks.train_loop = lambda f: None``) nor a module it planted in sys.modules is used."""
+    package = Path(__file__).resolve().parent
+    sources = {f"shared.{n}": (package / f"{n}.py").read_text() for n in ("checks", "suites")}
     source = (
-        "import importlib as __workbook_importlib\n"
-        "import shared.checks as __workbook_checks\n"
-        "__workbook_importlib.reload(__workbook_checks)\n"
-        "import shared.suites as __workbook_suites\n"
-        "__workbook_importlib.reload(__workbook_suites).run_in_kernel(\n"
-        f"    globals(), {lab.id!r}, {check_id!r}\n"
-        ")"
+        "def __workbook_load(sources):\n"
+        "    import sys, types\n"
+        "    import shared\n"
+        "    for name, text in sources.items():\n"
+        "        module = types.ModuleType(name)\n"
+        "        module.__file__ = f'<workbook grade: {name}>'\n"
+        "        sys.modules[name] = module\n"
+        "        setattr(shared, name.rpartition('.')[2], module)\n"
+        "        exec(compile(text, module.__file__, 'exec'), module.__dict__)\n"
+        "    return module\n"
+        f"__workbook_suites = __workbook_load({sources!r})\n"
+        "del __workbook_load"
     )
+    return nbformat.v4.new_code_cell(
+        source, metadata={"tags": [CHECK_TAG], "workbook_loader": True}
+    )
+
+
+def _check_cell(lab: Lab, check_id: str) -> nbformat.NotebookNode:
+    source = f"__workbook_suites.run_in_kernel(globals(), {lab.id!r}, {check_id!r})"
     return nbformat.v4.new_code_cell(
         source, metadata={"tags": [CHECK_TAG], "workbook_check": check_id}
     )
@@ -242,6 +331,7 @@ def _prepare(nb: nbformat.NotebookNode, lab: Lab) -> tuple[nbformat.NotebookNode
     for cell in run.cells:  # the injected cell counts as the parameters cell it follows
         last = cell.metadata.pop("workbook_cell", last)
         numbers.append(last)
+    run.cells.append(_loader_cell())
     run.cells.extend(_check_cell(lab, c.id) for c in lab.checks)
     return run, numbers
 
@@ -292,6 +382,8 @@ def _run_submission(client, run_nb, numbers, timeout: int, report: Report) -> No
         if reply.get("status") == "error":
             stop = reply.get("ename") not in EXERCISE_ERRORS
             report.errors.append(ExecutionError(numbers[index], _last_line(reply), stop))
+            if reply.get("ename") == "MemoryError":  # the RLIMIT_DATA fallback's way to say it
+                report.status = MEMORY_EXCEEDED
             if stop:
                 return
 
@@ -302,6 +394,11 @@ def _run_checks(client, run_nb, lab: Lab) -> tuple[dict[str, tuple[str, str]], s
     for index, cell in enumerate(run_nb.cells):
         if CHECK_TAG not in cell.metadata.get("tags", []):
             continue
+        if cell.metadata.get("workbook_loader"):
+            reply = _run_cell(client, cell, index, 60)
+            if reply.get("status") == "error":
+                return results, f"the checks could not be loaded: {_last_line(reply)}"
+            continue
         check = lab.check(cell.metadata["workbook_check"])
         reply = _run_cell(client, cell, index, check.timeout)
         if reply.get("ename") == "Timeout":
@@ -311,13 +408,21 @@ def _run_checks(client, run_nb, lab: Lab) -> tuple[dict[str, tuple[str, str]], s
     return results, ""
 
 
-def _execute(run_nb, numbers, lab: Lab, box, timeout: int, report: Report, threads=None) -> None:
+def _execute(
+    run_nb, numbers, lab: Lab, box, timeout: int, report: Report, limits: Limits, kind: str
+) -> None:
     """Run the submission's cells, then the check cells, filling ``report``."""
     from nbclient.exceptions import DeadKernelError
 
+    cgroup = sandbox.Cgroup.create(limits)
+    report.limits = (
+        f"memory {limits.memory_mb} MB and {limits.processes} processes ({cgroup.describe()})"
+        if cgroup
+        else f"memory {limits.memory_mb} MB (RLIMIT_DATA), processes not limited (no cgroup)"
+    ) + (f", {limits.threads} CPU threads" if limits.threads else "")
     client = _client_class()(
         run_nb,
-        kernel_name=KERNEL_NAME,
+        km=kernel_manager(box, kind, limits, cgroup),
         allow_errors=True,  # the grader decides which errors stop the run
         interrupt_on_timeout=True,  # past its time a cell is interrupted, like the ■ button
         error_on_timeout={"ename": "Timeout", "evalue": "", "traceback": []},
@@ -327,11 +432,19 @@ def _execute(run_nb, numbers, lab: Lab, box, timeout: int, report: Report, threa
     results: dict[str, tuple[str, str]] = {}
     reason = ""
     try:
-        # The kernel's own stderr (jupyter warnings, a crash's last words) goes to a log; a
-        # dead kernel's report quotes its last line.
+        # The kernel's own stdout and stderr (its banner, jupyter warnings, a crash's last
+        # words) go to a log, never into the grader's output; a dead kernel's report quotes
+        # its last line.
         with (
             open(box["root"] / "kernel.log", "w") as log,
-            client.setup_kernel(env=kernel_env(box, threads), cwd=str(box["cwd"]), stderr=log),
+            # cleanup_kc: nbclient shuts down only kernels whose manager it made itself
+            client.setup_kernel(
+                cleanup_kc=True,
+                env=kernel_env(box, limits.threads),
+                cwd=str(box["cwd"]),
+                stdout=log,
+                stderr=log,
+            ),  # fmt: skip
         ):
             _run_submission(client, run_nb, numbers, timeout, report)
             if report.status == "timeout" and not _kernel_answers(client, run_nb):
@@ -339,14 +452,26 @@ def _execute(run_nb, numbers, lab: Lab, box, timeout: int, report: Report, threa
                 report.message = reason
             elif report.status == "timeout":
                 report.message = f"interrupted after {timeout} s; the checks ran on what it defined"
+            elif report.status == MEMORY_EXCEEDED:
+                reason = f"{MEMORY_EXCEEDED} ({limits.memory_mb} MB)"
+                report.message = reason
             if not reason:
                 results, reason = _run_checks(client, run_nb, lab)
     except DeadKernelError:
-        report.status = "kernel died"
-        log = (box["root"] / "kernel.log").read_text(errors="replace").strip().splitlines()
-        last = [line for line in log if "running over TCP" not in line][-1:]
-        reason = "the kernel died (out of memory, a crash, or the notebook exited it)"
-        report.message = reason + (f"; its last words: {last[0][:200]}" if last else "")
+        if cgroup is not None and cgroup.oom_killed():
+            report.status = MEMORY_EXCEEDED
+            reason = f"{MEMORY_EXCEEDED} ({limits.memory_mb} MB): the kernel was stopped"
+            report.message = reason
+        else:
+            report.status = "kernel died"
+            log = (box["root"] / "kernel.log").read_text(errors="replace").strip().splitlines()
+            last = [line for line in log if "running over TCP" not in line][-1:]
+            reason = "the kernel died (out of memory, a crash, or the notebook exited it)"
+            report.message = reason + (f"; its last words: {last[0][:200]}" if last else "")
+    finally:
+        if cgroup is not None:  # whatever the kernel left behind, even without bubblewrap
+            cgroup.kill_all()
+            cgroup.remove()
     report.output_truncated = client.truncated
     for c in lab.checks:
         status, hint = results.get(c.id, (NOT_RUN, reason))
@@ -356,6 +481,9 @@ def _execute(run_nb, numbers, lab: Lab, box, timeout: int, report: Report, threa
                 c.required, c.public, hint,
             )
         )  # fmt: skip
+    for cell in run_nb.cells:  # the executed copy never carries the hidden checks' code
+        if cell.metadata.get("workbook_loader"):
+            cell.source = LOADER_SAVED_AS
 
 
 def grade(
@@ -363,19 +491,23 @@ def grade(
     lab_id: str | None = None,
     timeout: int = DEFAULT_TIMEOUT,
     executed_to: str | os.PathLike[str] | None = None,
-    threads: int | None = None,
+    limits: Limits | None = None,
+    sandbox_mode: str = "auto",
+    name: str = "",
 ) -> Report:
     """Grade one notebook; never raises for a bad submission (the report says what happened).
 
     ``executed_to``: where to save the executed notebook, check cells included (optional).
-    ``threads``: cap on the kernel's CPU threads (None: torch's default, every core).
+    ``limits``: memory, processes and CPU threads of its kernel (default: ``Limits()``).
+    ``sandbox_mode``: "auto" (bubblewrap where it works), "bwrap" (required) or "none".
     """
     from shared.io import atomic_write_text
     from shared.notebooks import dumps
 
     start = time.monotonic()
     path = Path(notebook)
-    report = Report(notebook=str(notebook), lab=lab_id)
+    kind = sandbox.choose(sandbox_mode)
+    report = Report(notebook=str(notebook), lab=lab_id, name=name, sandbox=sandbox.describe(kind))
     try:
         nb = read_submission(path)
         lab = resolve_lab(nb, path.name, lab_id)
@@ -388,27 +520,41 @@ def grade(
         box = make_sandbox(Path(tmp))
         shutil.copyfile(path, box["cwd"] / lab.notebook)
         run_nb, numbers = _prepare(nb, lab)
-        _execute(run_nb, numbers, lab, box, timeout, report, threads)
+        _execute(run_nb, numbers, lab, box, timeout, report, limits or Limits(), kind)
         if executed_to is not None:
             atomic_write_text(Path(executed_to), dumps(run_nb))
     report.seconds = time.monotonic() - start
     return report
 
 
-def grade_safely(
-    notebook, lab_id=None, timeout=DEFAULT_TIMEOUT, executed_to=None, threads=None
-) -> Report:
+def grade_safely(notebook, lab_id=None, *args, **kwargs) -> Report:
     """:func:`grade`, with a failure of the grader itself (no kernel, a full disk) turned
     into a report, so one submission cannot lose the other 39 results."""
     try:
-        return grade(notebook, lab_id, timeout, executed_to, threads)
+        return grade(notebook, lab_id, *args, **kwargs)
+    except sandbox.SandboxUnavailable:
+        raise  # the instructor asked for a sandbox this machine lacks: stop, do not grade
     except Exception as exc:
         return Report(
-            str(notebook), lab_id, status="grader error", message=f"{type(exc).__name__}: {exc}"
+            str(notebook),
+            lab_id,
+            status="grader error",
+            message=f"{type(exc).__name__}: {exc}",
+            name=kwargs.get("name", ""),
         )
 
 
 # --------------------------------------------------------------------------- batches
+
+
+def batch_names(notebooks: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Each notebook's name in a batch: its path relative to the folder they all share, so
+    alice/lab.ipynb and bob/lab.ipynb keep their own rows and executed copies."""
+    resolved = [Path(n).resolve() for n in notebooks]
+    if not resolved:
+        return []
+    common = Path(os.path.commonpath([p.parent for p in resolved]))
+    return [p.relative_to(common).as_posix() for p in resolved]
 
 
 def grade_many(
@@ -419,30 +565,37 @@ def grade_many(
     executed_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
     on_report: Callable[[Report], None] | None = None,
+    limits: Limits | None = None,
+    sandbox_mode: str = "auto",
 ) -> list[Report]:
     """Grade every notebook (``jobs`` at a time), in input order; one bad submission (a crash,
     a timeout, a grader error) becomes its own report and the batch goes on."""
     from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
 
     from tqdm.auto import tqdm
 
-    # Kernels side by side share the cores instead of each starting one thread per core
-    # (oversubscribed, two kernels on 2 cores were slower than one at a time).
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    limits = limits or Limits()
+    if limits.threads is None and jobs > 1:
+        # Kernels side by side share the cores instead of each starting one thread per core
+        # (oversubscribed, two kernels on 2 cores were slower than one at a time).
+        limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // jobs))
+    names = batch_names(notebooks)
 
-    def one(nb_path) -> Report:
-        executed = None if executed_dir is None else Path(executed_dir) / Path(nb_path).name
-        return grade_safely(nb_path, lab_id, timeout, executed, threads)
+    def one(item) -> Report:
+        nb_path, name = item
+        executed = None if executed_dir is None else Path(executed_dir) / name
+        return grade_safely(nb_path, lab_id, timeout, executed, limits, sandbox_mode, name)
 
     reports: list[Report] = []
     with (
         ThreadPoolExecutor(max_workers=max(1, jobs)) as pool,
         tqdm(total=len(notebooks), desc="grading", unit="nb", disable=not progress) as bar,
     ):
-        for report in pool.map(one, notebooks):
+        for report in pool.map(one, zip(notebooks, names, strict=True)):
             reports.append(report)
             bar.update()
-            bar.set_postfix_str(f"{Path(report.notebook).name}: {report.score}/{report.max_score}")
+            bar.set_postfix_str(f"{report.label}: {report.score}/{report.max_score}")
             if on_report:
                 on_report(report)
     return reports

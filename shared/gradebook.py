@@ -42,12 +42,20 @@ class Report:
     notebook: str
     lab: str | None
     title: str = ""
-    status: str = "graded"  # graded | timeout | kernel died | unreadable | wrong lab | grader error
+    # graded | timeout | memory limit exceeded | kernel died | unreadable | wrong lab | grader error
+    status: str = "graded"
     message: str = ""
     checks: list[CheckResult] = field(default_factory=list)
     errors: list[ExecutionError] = field(default_factory=list)
     output_truncated: bool = False
     seconds: float = 0.0
+    name: str = ""  # how a batch names it: its path relative to the folder all share
+    sandbox: str = ""  # which sandbox ran it (shared.sandbox.describe)
+    limits: str = ""  # the limits it ran under
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.notebook).name
 
     @property
     def score(self) -> int:
@@ -73,7 +81,7 @@ class Report:
 
     def summary_line(self) -> str:
         """One line for a batch: name, score, and what failed."""
-        name = Path(self.notebook).name
+        name = self.label
         if not self.gradable:
             return f"{name}: not graded ({self.status}): {self.message}"
         failed = [c.id for c in self.checks if c.status != PASS and c.required]
@@ -117,6 +125,8 @@ class Report:
             lines.append(
                 "  output past the grader's cap was dropped (the executed copy shows where)"
             )
+        if self.sandbox:
+            lines.append(f"  sandbox: {self.sandbox}; limits: {self.limits}")
         return "\n".join(lines)
 
 
@@ -134,6 +144,7 @@ def table(reports: Sequence[Report]) -> tuple[list[str], list[dict[str, Any]]]:
     """One row per submission, one column per check (pass / fail / not run)."""
     checks = _columns(reports)
     header = ["submission", "lab", "status", "score", "max_score", "passed", *checks, "error"]
+    header.append("sandbox")
     rows = []
     for r in reports:
         by_id = {c.id: c.status for c in r.checks}
@@ -141,12 +152,22 @@ def table(reports: Sequence[Report]) -> tuple[list[str], list[dict[str, Any]]]:
         problem = f"cell {stop.cell}: {stop.error}" if stop else r.message
         rows.append(
             {
-                "submission": Path(r.notebook).name, "lab": r.lab or "", "status": r.status,
+                "submission": r.label, "lab": r.lab or "", "status": r.status,
                 "score": r.score, "max_score": r.max_score, "passed": r.passed,
                 **{c: by_id.get(c, "") for c in checks}, "error": problem,
+                "sandbox": r.sandbox,
             }
         )  # fmt: skip
     return header, rows
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A cell a spreadsheet will not run as a formula: text starting with =, +, -, @ (or a
+    tab or carriage return, which some programs strip first) gets a leading apostrophe.
+    A file name or an error message is learner-controlled text (OWASP: CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def to_csv(reports: Sequence[Report]) -> str:
@@ -154,7 +175,7 @@ def to_csv(reports: Sequence[Report]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 

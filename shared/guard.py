@@ -8,7 +8,9 @@ audit hook (PEP 578), installed through a ``sitecustomize`` on the kernel's PYTH
 it is active before the first cell and in every Python subprocess the notebook starts.
 
 It guards Python code, not a determined attacker: a shell command (``!rm ...``) or native
-code bypasses it. Grade code you do not trust inside a container.
+code bypasses it. That is the outer layer's job: bubblewrap's read-only filesystem
+(``shared.sandbox``), where the machine has it; this guard stays on inside it for its clear
+messages.
 """
 
 from __future__ import annotations

@@ -39,6 +39,14 @@ def pytest_configure(config):
     os.environ["WORKBOOK_ROOT"] = str(make_sandbox(tmp / "project"))
 
 
+def pytest_collection_modifyitems(items):
+    """nbval waits 5 s (hard-coded) for a cell's output messages after the cell finished; on a
+    loaded 2-core machine they once took longer, failing a cell that had run fine."""
+    for item in items:
+        if hasattr(item, "output_timeout"):
+            item.output_timeout = 60
+
+
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch) -> Path:
     """A fresh project root for one test (see make_sandbox)."""
@@ -85,17 +93,35 @@ CHROMIUM_FLAGS = [
 def chromium_command() -> list[str]:
     """Chromium and its flags. Where it is missing, the browser tests skip if this machine
     cannot install it (no apt-get as root: a Mac, a learner's Linux account), and fail if it
-    could have: there scripts/setup-browser.sh, which `make test` runs, installs it."""
+    could have: there scripts/setup-system.sh, which `make test` runs, installs it."""
     binary = shutil.which("chromium")
     if binary:
         return [binary, *CHROMIUM_FLAGS]
-    if shutil.which("apt-get") and os.geteuid() == 0:
+    if _can_install_debian_packages():
         pytest.fail(
-            "Debian's chromium is missing: `make test` installs it (scripts/setup-browser.sh)"
+            "Debian's chromium is missing: `make test` installs it (scripts/setup-system.sh)"
         )
     pytest.skip(
         "no Chromium, and no apt-get as root to install it: install Chromium to run the browser tests"
     )
+
+
+def _can_install_debian_packages() -> bool:
+    return bool(shutil.which("apt-get")) and os.geteuid() == 0
+
+
+@pytest.fixture
+def bubblewrap():
+    """Skip unless bubblewrap can sandbox a kernel here; fail where set-up should have
+    installed it (apt-get as root) and did not."""
+    from shared import sandbox
+
+    problem = sandbox.bwrap_problem()
+    if problem is None:
+        return
+    if not shutil.which("bwrap") and _can_install_debian_packages():
+        pytest.fail("bubblewrap is missing: `make test` installs it (scripts/setup-system.sh)")
+    pytest.skip(f"no OS sandbox here: {problem}")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -201,6 +202,89 @@ def test_guard_is_active_in_a_python_process_started_with_the_sandbox_env(tmp_pa
     assert outside.read_text() == "precious" and (box / "ok.txt").read_text() == "fine"
 
 
+def test_the_kernel_inherits_only_allowed_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    box = {"root": tmp_path, "project": tmp_path / "project"}
+    env = grade.kernel_env(box, threads=1)
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "do-not-leak" not in str(env)
+    assert env["LANG"] == "C.UTF-8" and env["PATH"] == os.environ["PATH"]
+    assert env["HOME"].startswith(str(tmp_path)) and env["OMP_NUM_THREADS"] == "1"
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(tmp_path / "guard"), str(tmp_path / "pkg")]
+
+
+def test_the_kernels_package_copy_has_no_hidden_suite(tmp_path, sandbox):
+    box = grade.make_sandbox(tmp_path / "box")
+    copy = box["root"] / "pkg" / "shared"
+    assert (copy / "checks.py").is_file() and (copy / "guard.py").is_file()
+    assert not (copy / "suites.py").exists()
+
+
+def test_bubblewrap_hides_the_checkout_and_home_but_keeps_python(tmp_path):
+    from shared import sandbox as os_sandbox
+
+    command = os_sandbox.bwrap_command(tmp_path, tmp_path / "cwd")
+    pairs = list(zip(command, command[1:], strict=False))
+    assert ("--tmpfs", str(REPO)) in pairs and ("--tmpfs", str(Path.home().resolve())) in pairs
+    assert ("--ro-bind", str(Path(sys.prefix).resolve())) in pairs
+    assert ("--bind", str(tmp_path)) in pairs
+    for flag in ("--unshare-all", "--die-with-parent", "--new-session"):
+        assert flag in command
+    # later mounts win: the folder is bound after the empty folders that hide the rest
+    assert command.index("--bind") > max(i for i, a in enumerate(command) if a == "--tmpfs")
+
+
+def test_sandbox_modes(monkeypatch):
+    from shared import sandbox as os_sandbox
+
+    monkeypatch.setattr(os_sandbox, "bwrap_problem", lambda: "bubblewrap (bwrap) is not installed")
+    assert os_sandbox.choose("auto") == "none"
+    assert os_sandbox.describe("none") == "python-guard only (bubblewrap (bwrap) is not installed)"
+    with pytest.raises(os_sandbox.SandboxUnavailable, match="--sandbox bwrap: bubblewrap"):
+        os_sandbox.choose("bwrap")
+    monkeypatch.setattr(os_sandbox, "bwrap_problem", lambda: None)
+    assert os_sandbox.choose("auto") == "bwrap" and os_sandbox.choose("none") == "none"
+
+
+def test_without_a_cgroup_the_launcher_caps_memory_by_rlimit():
+    """The fallback where no cgroup can be made: RLIMIT_DATA turns a 1 GiB allocation under a
+    256 MB limit into a MemoryError (the grader reports it as the memory limit)."""
+    code = "bytearray(1 << 30)"
+    done = subprocess.run(
+        [sys.executable, "-I", "-m", "shared.sandbox", "--memory-mb", "256", "--processes", "64",
+         "--", sys.executable, "-c", code],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 1 and "MemoryError" in done.stderr
+    fine = subprocess.run(
+        [sys.executable, "-I", "-m", "shared.sandbox", "--memory-mb", "2048", "--processes", "64",
+         "--", sys.executable, "-c", code],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert fine.returncode == 0, fine.stderr
+
+
+def test_grade_help_prints_the_limits_defaults():
+    out = workbook("grade", "--help").stdout
+    for text in ("--sandbox {auto,bwrap,none}", "default 4096", "default 256", "--threads"):
+        assert text in " ".join(out.split()), text
+
+
+def test_same_named_notebooks_in_different_folders_keep_their_own_names(tmp_path):
+    paths = [tmp_path / "alice" / "lab.ipynb", tmp_path / "bob" / "lab.ipynb"]
+    assert grade.batch_names(paths) == ["alice/lab.ipynb", "bob/lab.ipynb"]
+    assert grade.batch_names([tmp_path / "x" / "one.ipynb"]) == ["one.ipynb"]
+
+
+def test_csv_cells_never_start_a_formula():
+    report = gradebook.Report("x.ipynb", "0", name='=HYPERLINK("http://evil")', message="-2+3")
+    rows = list(csv.DictReader(gradebook.to_csv([report]).splitlines()))
+    assert rows[0]["submission"] == '\'=HYPERLINK("http://evil")'
+    assert rows[0]["error"] == "'-2+3"
+    assert gradebook.spreadsheet_safe("@SUM(A1)") == "'@SUM(A1)"
+    assert gradebook.spreadsheet_safe("fine") == "fine" and gradebook.spreadsheet_safe(3) == 3
+
+
 def _report(name: str, lab: str, checks: list[tuple[str, str]], **kw) -> gradebook.Report:
     return gradebook.Report(
         name, lab, title=f"Lab {lab}",
@@ -247,11 +331,12 @@ def test_every_solution_scores_full_marks(lab_id, tmp_path):
     assert report["status"] == "graded" and report["errors"] == []
     assert report["score"] == report["max_score"] == suites.LABS[lab_id].max_points
     assert set(statuses(report).values()) == {"pass"}
-    # the executed copy carries the appended check cells, one per check
+    # the executed copy carries the appended check cells, one per check, after the loader
+    # cell, whose source (the hidden suite) is not saved
     cells = nbformat.read(executed, as_version=4).cells
-    assert sum(grade.CHECK_TAG in c.metadata.get("tags", []) for c in cells) == len(
-        report["checks"]
-    )
+    checks = [c for c in cells if grade.CHECK_TAG in c.metadata.get("tags", [])]
+    assert checks[0].source == grade.LOADER_SAVED_AS
+    assert len(checks[1:]) == len(report["checks"])
 
 
 @pytest.mark.slow
@@ -411,3 +496,104 @@ def test_notebooks_that_never_finish_are_stopped_at_the_timeout(tmp_path):
     dead = reports["kills_kernel"]
     assert dead["status"] == "kernel died" and "kernel died" in dead["message"]
     assert set(statuses(dead).values()) == {"not run"}
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox
+def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, monkeypatch):
+    """What the Python guard cannot stop, bubblewrap does: a shell `!rm`, `subprocess` and
+    libc's unlink through ctypes change nothing outside; the instructor's environment,
+    the hidden suite and the solutions are out of reach; no network, even to loopback; no
+    process outlives the grading; 8 GiB is reported as the memory limit and the batch goes
+    on. Two learners' notebooks with the same file name keep their own rows and copies."""
+    import socket
+    import threading
+
+    outside = Path(tempfile.mkdtemp(prefix="workbook-test-", dir="/var/tmp"))
+    targets = {how: outside / f"{how}.txt" for how in ("shell", "subprocess", "ctypes")}
+    for target in targets.values():
+        target.write_text("instructor's file")
+    secret = "s3cr3t-" + os.urandom(6).hex()
+    monkeypatch.setenv("WORKBOOK_TEST_SECRET", secret)
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    connections: list[bytes] = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            connections.append(conn.recv(100))
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    marker = "31337.5"  # sleep's argument: how the leftover process is found afterwards
+    hostile = (
+        "import ctypes, os, socket, subprocess\n"
+        "from pathlib import Path\n"
+        f"!rm -f {targets['shell']}\n"
+        f"subprocess.run(['rm', '-f', {str(targets['subprocess'])!r}])\n"
+        f"print('unlink:', ctypes.CDLL(None).unlink({str(targets['ctypes']).encode()!r}))\n"
+        "print('secret:', os.environ.get('WORKBOOK_TEST_SECRET'))\n"
+        f"for path in [{str(REPO / 'shared' / 'suites.py')!r}, {str(SOLUTIONS['0'])!r}]:\n"
+        "    try:\n        print('read', len(Path(path).read_text()))\n"
+        "    except OSError as exc:\n        print('cannot read:', type(exc).__name__)\n"
+        "try:\n    import shared.suites\n    print('imported the hidden suite')\n"
+        "except ImportError:\n    print('no hidden suite')\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {server.getsockname()[1]}), timeout=3).sendall(b'leak')\n"
+        "    print('connected')\n"
+        "except OSError as exc:\n    print('no network:', type(exc).__name__)\n"
+        f"subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
+    )
+    subs = tmp_path / "subs"
+    (subs / "alice").mkdir(parents=True)
+    (subs / "bob").mkdir()
+    variant(subs / "alice", "0", "lab0", after=("checks.partition_path(", hostile))
+    variant(subs / "bob", "0", "lab0", after=("checks.partition_path(", "hog = b'x' * (8 << 30)"))
+    results = tmp_path / "out" / "results.csv"
+    try:
+        out = workbook(
+            "grade", str(subs), "--out", str(results), "--jobs", "2", "--sandbox", "bwrap",
+            "--timeout", "240",
+        )  # fmt: skip
+    finally:
+        stop.set()
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith("sandbox: bwrap")
+    reports = {r["name"]: r for r in json.loads(results.with_suffix(".json").read_text())}
+    assert set(reports) == {"alice/lab0.ipynb", "bob/lab0.ipynb"}
+
+    intruder = reports["alice/lab0.ipynb"]
+    assert intruder["status"] == "graded" and intruder["score"] == intruder["max_score"]
+    assert intruder["sandbox"].startswith("bwrap")
+    assert all(t.read_text() == "instructor's file" for t in targets.values())
+    executed = tmp_path / "out" / "results-executed" / "alice" / "lab0.ipynb"
+    printed = "".join(
+        o.get("text", "") for c in nbformat.read(executed, as_version=4).cells
+        if c.cell_type == "code" for o in c.get("outputs", [])
+    )  # fmt: skip
+    assert "unlink: -1" in printed
+    assert secret not in executed.read_text() and "secret: None" in printed
+    assert printed.count("cannot read: FileNotFoundError") == 2 and "read " not in printed
+    assert "no hidden suite" in printed
+    assert "no network:" in printed and connections == []
+    assert grade.LOADER_SAVED_AS in executed.read_text()
+    assert "def run_in_kernel" not in executed.read_text()  # the hidden suite's code
+    leftovers = [
+        p for p in Path("/proc").glob("[0-9]*/cmdline")
+        if marker in p.read_bytes().decode(errors="replace")
+    ]  # fmt: skip
+    assert leftovers == [], "a process the notebook started outlived its grading"
+
+    hog = reports["bob/lab0.ipynb"]
+    assert hog["status"] == "memory limit exceeded", hog
+    assert "memory limit exceeded" in hog["message"]
+    # the checks run in the kernel after the notebook's cells: it is gone, so none ran
+    assert set(statuses(hog).values()) == {"not run"} and hog["score"] == 0
+    assert (tmp_path / "out" / "results-executed" / "bob" / "lab0.ipynb").is_file()
+    rows = list(csv.DictReader(results.open()))
+    assert [r["submission"] for r in rows] == ["alice/lab0.ipynb", "bob/lab0.ipynb"]

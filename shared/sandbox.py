@@ -1,0 +1,284 @@
+"""The operating-system sandbox a graded kernel runs in, and its limits (``workbook grade``).
+
+Two layers. The outer one is bubblewrap (``bwrap``, Debian's ``bubblewrap``), where the
+machine allows it: the kernel sees the whole filesystem read-only, except its own sandbox
+folder and a private /tmp; the instructor's home, the checkout (solutions, hidden checks,
+dags) and the grader's own folders are replaced by empty folders, with only the Python
+environment bound back in; new network, PID, IPC and UTS namespaces (no network at all,
+and every process the kernel starts dies with it); ``--die-with-parent``; ``--new-session``
+(no terminal injection). The inner layer is the audit-hook write guard (``shared.guard``),
+always on, which turns a write outside the sandbox into a clear PermissionError.
+
+Where bubblewrap is missing or cannot create namespaces (macOS, a container without user
+namespaces), grading runs with the inner layer alone and says so ("python-guard only").
+
+Limits apply in both cases, set by a small launcher (``python -m shared.sandbox``) that runs
+between the grader and the kernel: memory and processes through a cgroup where this
+process may create one (cgroup v1 or v2), else memory through RLIMIT_DATA and processes
+not at all (RLIMIT_NPROC counts all of a user's processes, and Linux ignores it for root).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+MODES = ("auto", "bwrap", "none")
+DEFAULT_MEMORY_MB = 4096
+DEFAULT_PROCESSES = 256
+
+
+class SandboxUnavailable(RuntimeError):
+    """``--sandbox bwrap`` was asked for and bubblewrap cannot run here."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int = DEFAULT_MEMORY_MB
+    processes: int = DEFAULT_PROCESSES
+    threads: int | None = None  # None: the kernel's libraries choose (every core)
+
+
+# --------------------------------------------------------------------------- bubblewrap
+
+
+@functools.cache
+def bwrap_problem() -> str | None:
+    """Why bubblewrap cannot sandbox a kernel on this machine, or None when it can (probed
+    once per process with the namespaces grading uses)."""
+    exe = shutil.which("bwrap")
+    if exe is None:
+        return "bubblewrap (bwrap) is not installed"
+    try:
+        probe = subprocess.run(
+            [exe, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "--", "true"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap did not run: {exc}"
+    if probe.returncode != 0:
+        return f"bwrap cannot create namespaces here: {probe.stderr.strip()[:200]}"
+    return None
+
+
+def choose(mode: str) -> str:
+    """The sandbox to use: "bwrap" or "none" (the audit-hook guard alone)."""
+    if mode not in MODES:
+        raise ValueError(f"sandbox mode {mode!r}: choose from {', '.join(MODES)}")
+    if mode == "none":
+        return "none"
+    problem = bwrap_problem()
+    if problem is None:
+        return "bwrap"
+    if mode == "bwrap":
+        raise SandboxUnavailable(f"--sandbox bwrap: {problem}")
+    return "none"
+
+
+def describe(kind: str) -> str:
+    """The one line grading prints at its start and puts in every report."""
+    if kind == "bwrap":
+        return "bwrap (read-only filesystem, no network, own process tree) + python guard"
+    reason = bwrap_problem() or "--sandbox none"
+    return f"python-guard only ({reason})"
+
+
+def hidden_paths() -> list[Path]:
+    """What the kernel must not see: the checkout the package runs from (solutions, the
+    hidden suite, dags), the project root in use, and the instructor's home."""
+    from shared import paths
+
+    package_root = Path(__file__).resolve().parent.parent
+    candidates = [package_root, paths.project_root(), Path.home()]
+    out: list[Path] = []
+    for path in candidates:
+        path = path.resolve()
+        if path != Path("/") and path.is_dir() and path not in out:
+            out.append(path)
+    return out
+
+
+def bwrap_command(box_root: Path, cwd: Path) -> list[str]:
+    """bubblewrap's command line up to (and including) ``--``; the kernel's follows."""
+    command = [
+        shutil.which("bwrap") or "bwrap",
+        "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+    ]  # fmt: skip
+    for path in hidden_paths():
+        command += ["--tmpfs", str(path)]
+    # The Python environment may live inside a hidden folder (.venv in the checkout, pyenv
+    # in the home): bind it back, read-only.
+    keep = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    keep.add(Path(os.path.realpath(sys.executable)).parent.parent)
+    for path in sorted(keep):
+        command += ["--ro-bind", str(path), str(path)]
+    command += [
+        "--bind", str(box_root), str(box_root),
+        "--unshare-all", "--die-with-parent", "--new-session",
+        "--chdir", str(cwd), "--",
+    ]  # fmt: skip
+    return command
+
+
+# --------------------------------------------------------------------------- cgroups
+
+
+def _own_cgroups() -> dict[str, str]:
+    """{controller (or "" for cgroup v2): this process's cgroup path} from /proc/self/cgroup."""
+    out: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                out[controller] = path
+    return out
+
+
+@dataclass
+class Cgroup:
+    """A memory and pids cgroup for one kernel, where this machine lets the grader make one."""
+
+    dirs: dict[str, Path]  # "memory" / "pids" -> the folder (v1: one per controller; v2: one)
+    version: int
+
+    @classmethod
+    def create(cls, limits: Limits) -> Cgroup | None:
+        """Make it, or None when cgroups cannot be created here (not Linux, not allowed)."""
+        name = f"workbook-grade-{uuid.uuid4().hex[:12]}"
+        own = _own_cgroups()
+        memory = str(limits.memory_mb * 1024 * 1024)
+        made: dict[str, Path] = {}
+        try:
+            if "memory" in own and "pids" in own:  # cgroup v1
+                for controller, setting, value in (
+                    ("memory", "memory.limit_in_bytes", memory),
+                    ("pids", "pids.max", str(limits.processes)),
+                ):
+                    folder = Path("/sys/fs/cgroup", controller, own[controller].lstrip("/"), name)
+                    folder.mkdir()
+                    made[controller] = folder
+                    (folder / setting).write_text(value)
+                swap = made["memory"] / "memory.memsw.limit_in_bytes"
+                if swap.exists():
+                    swap.write_text(memory)  # no escaping the limit into swap
+                return cls(made, 1)
+            if "" in own and Path("/sys/fs/cgroup/cgroup.controllers").exists():  # v2
+                folder = Path("/sys/fs/cgroup", own[""].lstrip("/"), name)
+                folder.mkdir()
+                made["memory"] = made["pids"] = folder
+                (folder / "memory.max").write_text(memory)
+                (folder / "memory.swap.max").write_text("0")
+                (folder / "pids.max").write_text(str(limits.processes))
+                return cls(made, 2)
+        except OSError:
+            cls(made, 1).remove()
+        return None
+
+    def describe(self) -> str:
+        return f"cgroup v{self.version}"
+
+    def procs_files(self) -> list[str]:
+        return sorted({str(d / "cgroup.procs") for d in self.dirs.values()})
+
+    def oom_killed(self) -> bool:
+        """Did the memory limit kill a process in it?"""
+        folder = self.dirs["memory"]
+        name = "memory.oom_control" if self.version == 1 else "memory.events"
+        with contextlib.suppress(OSError, ValueError):
+            for line in (folder / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and int(value) > 0:
+                    return True
+            if self.version == 1:  # kernels without an oom_kill counter: the limit was hit
+                return int((folder / "memory.failcnt").read_text()) > 0
+        return False
+
+    def kill_all(self) -> None:
+        """SIGKILL every process still in it (what the notebook started and left running)."""
+        import signal
+        import time
+
+        procs = self.dirs["pids"] / "cgroup.procs"
+        for _ in range(50):
+            try:
+                pids = [int(line) for line in procs.read_text().split()]
+            except OSError:
+                return
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+
+    def remove(self) -> None:
+        """Remove the folders once every process in them has exited."""
+        import time
+
+        for folder in set(self.dirs.values()):
+            for _ in range(50):
+                try:
+                    folder.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- launcher
+
+
+def launcher_command(limits: Limits, cgroup: Cgroup | None) -> list[str]:
+    """The start of the kernel's command line: this module's launcher with the limits."""
+    # -I: the launcher is the grader's code, run outside the sandbox with the kernel's
+    # environment; isolated mode keeps that environment's PYTHONPATH (the guard, the package
+    # copy) out of it.
+    command = [sys.executable, "-I", "-m", "shared.sandbox"]
+    command += ["--memory-mb", str(limits.memory_mb), "--processes", str(limits.processes)]
+    for procs in cgroup.procs_files() if cgroup else []:
+        command += ["--cgroup-procs", procs]
+    return [*command, "--"]
+
+
+def _launch(argv: list[str]) -> None:
+    """Join the cgroup (or set rlimits), then become the given command."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m shared.sandbox")
+    parser.add_argument("--memory-mb", type=int, required=True)
+    parser.add_argument("--processes", type=int, required=True)
+    parser.add_argument("--cgroup-procs", action="append", default=[])
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    for procs in args.cgroup_procs:
+        Path(procs).write_text(str(os.getpid()))
+    if sys.platform == "linux":
+        # If the grader dies, so does this process (then bubblewrap, then the kernel): the
+        # death signal survives exec. 1 = PR_SET_PDEATHSIG.
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    if not args.cgroup_procs:
+        # No cgroup: RLIMIT_DATA caps the heap and private mappings (what an allocation
+        # uses), not the address space, which torch's libraries alone fill past 3 GB. The
+        # process count stays unlimited: RLIMIT_NPROC counts every process of the user, not
+        # the kernel's, and Linux ignores it for root.
+        limit = args.memory_mb * 1024 * 1024
+        with contextlib.suppress(ValueError, OSError):  # macOS may refuse it
+            resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    os.execvp(command[0], command)
+
+
+if __name__ == "__main__":
+    _launch(sys.argv[1:])
