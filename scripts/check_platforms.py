@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Ask the registry whether requirements.lock installs on every platform the course supports.
 
-For each (platform, Python) pair this runs pip's own resolver in dry-run mode against the
-lock, binary wheels only, with every hash required, and prints one line: ok, or the first
-package that has no wheel there. Nothing is installed; pip fetches only index pages and
+For each (platform, Python) pair this runs pip's own finder and resolver in dry-run mode
+against the lock (``--no-deps``: the lock already pins every dependency, so each line must
+find its own wheel), binary wheels only, with every hash required, and prints one line: ok,
+or the first package that has no wheel there. Nothing is installed; pip fetches only index pages and
 wheel metadata. Run it with `make check-platforms` (`make lock` runs it after locking).
 
 pip evaluates environment markers (`; sys_platform == "linux"`) against the machine it runs
@@ -35,9 +36,10 @@ from packaging.specifiers import SpecifierSet
 from packaging.tags import mac_platforms
 
 ROOT = Path(__file__).resolve().parent.parent
-# The Pythons the course supports: pyproject's requires-python (>=3.11,<3.14). A full
-# version is given because some markers compare it (soupsieve splits at 3.11.5).
-PYTHONS = ("3.11.9", "3.12.8", "3.13.1")
+# The Pythons the course supports: pyproject's requires-python (>=3.11,<3.14). Full versions,
+# because markers may compare them: the lock pins soupsieve 2.10 below 3.11.5 and 4.1.3 from
+# it on, so both sides of that line are checked.
+PYTHONS = ("3.11.4", "3.11.9", "3.12.8", "3.13.1")
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = 0
         for (platform, python), (ok, detail) in zip(pairs, results, strict=True):
             failed += not ok
-            label = f"{platform.name:<14} Python {python[: python.rindex('.')]:<5}"
+            label = f"{platform.name:<14} Python {python:<7}"
             print(f"{label} {'ok  ' if ok else 'FAIL'} {detail}", flush=True)
     return 1 if failed else 0
 

@@ -246,7 +246,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     if args.lab is not None and args.lab not in LABS:
         print(f"workbook grade: --lab {args.lab}: choose from {', '.join(LABS)}", file=sys.stderr)
         return EXIT_USAGE
-    numbers = [args.timeout, args.jobs, args.memory_mb, args.processes, args.threads or 1]
+    numbers = [args.timeout, args.jobs, args.memory_mb, args.processes]
+    numbers += [] if args.threads is None else [args.threads]
     if min(numbers) <= 0:
         print(
             "workbook grade: --timeout, --jobs, --memory-mb, --processes and --threads must be "

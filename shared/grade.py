@@ -35,6 +35,7 @@ import nbformat
 from shared import paths, sandbox
 from shared.gradebook import FAIL, NOT_RUN, PASS, CheckResult, ExecutionError, Report
 from shared.guard import ROOTS_ENV, SITECUSTOMIZE
+from shared.io import atomic_write_text
 from shared.notebooks import KERNEL_NAME
 from shared.sandbox import Limits
 from shared.suites import LABS, Lab
@@ -124,6 +125,7 @@ def make_sandbox(root: Path, source: Path | None = None) -> dict[str, Path]:
     project root), empty dags/, labs/ as the working folder, its own home and temp, and
     the ``shared`` package without its hidden modules (first on the kernel's path)."""
     source = source or paths.project_root()
+    root.mkdir(parents=True, exist_ok=True)
     mnist = source / "data" / "MNIST" / "raw"
     if not mnist.is_dir():
         raise FileNotFoundError(f"{mnist}: MNIST is not provisioned; run `make setup` first")
@@ -184,7 +186,7 @@ def kernel_env(box: dict[str, Path], threads: int | None = None) -> dict[str, st
     return env
 
 
-def kernel_manager(box: dict[str, Path], kind: str, limits: Limits, cgroup):
+def kernel_manager(box: dict[str, Path], kind: str, limits: Limits, cgroup, hide=()):
     """A kernel manager whose kernel starts through the limits launcher and, with
     ``kind == "bwrap"``, inside bubblewrap. Inside, the kernel has no network, so it talks
     to the grader over Unix sockets in the sandbox folder (ZeroMQ's ipc transport) and is
@@ -196,7 +198,7 @@ def kernel_manager(box: dict[str, Path], kind: str, limits: Limits, cgroup):
 
     argv = sandbox.launcher_command(limits, cgroup)
     if kind == "bwrap":
-        argv += sandbox.bwrap_command(box["root"], box["cwd"])
+        argv += sandbox.bwrap_command(box["root"], box["cwd"], hide)
     argv += [
         sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
         # CRITICAL: with no parent handle (below) ipykernel prints a connection banner
@@ -365,6 +367,22 @@ def _kernel_answers(client, run_nb) -> bool:
     return reply.get("ename") != "Timeout"
 
 
+def _out_of_memory(reply: dict[str, Any]) -> bool:
+    """Did an allocation fail? Python says MemoryError; torch's CPU allocator raises a
+    RuntimeError (or its OutOfMemoryError) that says it cannot allocate memory."""
+    name, value = reply.get("ename", ""), str(reply.get("evalue", ""))
+    return name in ("MemoryError", "OutOfMemoryError") or (
+        name == "RuntimeError" and "can't allocate memory" in value
+    )
+
+
+def _log_tail(path: Path, limit: int = 65536) -> list[str]:
+    """The last lines of the kernel's log, at most ``limit`` bytes of it."""
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - limit))
+        return f.read().decode(errors="replace").strip().splitlines()
+
+
 def _run_submission(client, run_nb, numbers, timeout: int, report: Report) -> None:
     """The submission's own cells, in order, within ``timeout`` seconds altogether."""
     deadline = time.monotonic() + timeout
@@ -382,7 +400,7 @@ def _run_submission(client, run_nb, numbers, timeout: int, report: Report) -> No
         if reply.get("status") == "error":
             stop = reply.get("ename") not in EXERCISE_ERRORS
             report.errors.append(ExecutionError(numbers[index], _last_line(reply), stop))
-            if reply.get("ename") == "MemoryError":  # the RLIMIT_DATA fallback's way to say it
+            if _out_of_memory(reply):  # the RLIMIT_DATA fallback's way to say it
                 report.status = MEMORY_EXCEEDED
             if stop:
                 return
@@ -409,34 +427,35 @@ def _run_checks(client, run_nb, lab: Lab) -> tuple[dict[str, tuple[str, str]], s
 
 
 def _execute(
-    run_nb, numbers, lab: Lab, box, timeout: int, report: Report, limits: Limits, kind: str
-) -> None:
+    run_nb, numbers, lab: Lab, box, timeout: int, report: Report, limits: Limits, kind: str,
+    hide=(),
+) -> None:  # fmt: skip
     """Run the submission's cells, then the check cells, filling ``report``."""
     from nbclient.exceptions import DeadKernelError
 
+    results: dict[str, tuple[str, str]] = {}
+    reason = ""
     cgroup = sandbox.Cgroup.create(limits)
     report.limits = (
         f"memory {limits.memory_mb} MB and {limits.processes} processes ({cgroup.describe()})"
         if cgroup
         else f"memory {limits.memory_mb} MB (RLIMIT_DATA), processes not limited (no cgroup)"
     ) + (f", {limits.threads} CPU threads" if limits.threads else "")
-    client = _client_class()(
-        run_nb,
-        km=kernel_manager(box, kind, limits, cgroup),
-        allow_errors=True,  # the grader decides which errors stop the run
-        interrupt_on_timeout=True,  # past its time a cell is interrupted, like the ■ button
-        error_on_timeout={"ename": "Timeout", "evalue": "", "traceback": []},
-        shutdown_kernel="immediate",
-        startup_timeout=120,
-    )
-    results: dict[str, tuple[str, str]] = {}
-    reason = ""
     try:
+        client = _client_class()(
+            run_nb,
+            km=kernel_manager(box, kind, limits, cgroup, hide),
+            allow_errors=True,  # the grader decides which errors stop the run
+            interrupt_on_timeout=True,  # past its time a cell is interrupted, like the ■ button
+            error_on_timeout={"ename": "Timeout", "evalue": "", "traceback": []},
+            shutdown_kernel="immediate",
+            startup_timeout=120,
+        )
         # The kernel's own stdout and stderr (its banner, jupyter warnings, a crash's last
-        # words) go to a log, never into the grader's output; a dead kernel's report quotes
-        # its last line.
+        # words) go to a log outside the folder the kernel can write, never into the
+        # grader's output; a dead kernel's report quotes its last line.
         with (
-            open(box["root"] / "kernel.log", "w") as log,
+            open(box["log"], "w") as log,
             # cleanup_kc: nbclient shuts down only kernels whose manager it made itself
             client.setup_kernel(
                 cleanup_kc=True,
@@ -464,7 +483,7 @@ def _execute(
             report.message = reason
         else:
             report.status = "kernel died"
-            log = (box["root"] / "kernel.log").read_text(errors="replace").strip().splitlines()
+            log = _log_tail(box["log"])
             last = [line for line in log if "running over TCP" not in line][-1:]
             reason = "the kernel died (out of memory, a crash, or the notebook exited it)"
             report.message = reason + (f"; its last words: {last[0][:200]}" if last else "")
@@ -483,7 +502,7 @@ def _execute(
         )  # fmt: skip
     for cell in run_nb.cells:  # the executed copy never carries the hidden checks' code
         if cell.metadata.get("workbook_loader"):
-            cell.source = LOADER_SAVED_AS
+            cell.source, cell.outputs = LOADER_SAVED_AS, []
 
 
 def grade(
@@ -494,14 +513,16 @@ def grade(
     limits: Limits | None = None,
     sandbox_mode: str = "auto",
     name: str = "",
+    hide: Sequence[str | os.PathLike[str]] = (),
 ) -> Report:
     """Grade one notebook; never raises for a bad submission (the report says what happened).
 
     ``executed_to``: where to save the executed notebook, check cells included (optional).
     ``limits``: memory, processes and CPU threads of its kernel (default: ``Limits()``).
     ``sandbox_mode``: "auto" (bubblewrap where it works), "bwrap" (required) or "none".
+    ``hide``: more folders bubblewrap hides from the kernel; the notebook's own folder and
+    the executed copy's are always hidden (other learners' work, the results).
     """
-    from shared.io import atomic_write_text
     from shared.notebooks import dumps
 
     start = time.monotonic()
@@ -516,11 +537,17 @@ def grade(
         report.seconds = time.monotonic() - start
         return report
     report.lab, report.title = lab.id, lab.title
+    hidden = [Path(h) for h in hide] + [path.resolve().parent]
+    if executed_to is not None:
+        Path(executed_to).resolve().parent.mkdir(parents=True, exist_ok=True)
+        hidden.append(Path(executed_to).resolve().parent)
     with tempfile.TemporaryDirectory(prefix="workbook-grade-") as tmp:
-        box = make_sandbox(Path(tmp))
+        # Only box/ is bound into the kernel's view; the log beside it stays the grader's.
+        box = make_sandbox(Path(tmp) / "box")
+        box["log"] = Path(tmp) / "kernel.log"
         shutil.copyfile(path, box["cwd"] / lab.notebook)
         run_nb, numbers = _prepare(nb, lab)
-        _execute(run_nb, numbers, lab, box, timeout, report, limits or Limits(), kind)
+        _execute(run_nb, numbers, lab, box, timeout, report, limits or Limits(), kind, hidden)
         if executed_to is not None:
             atomic_write_text(Path(executed_to), dumps(run_nb))
     report.seconds = time.monotonic() - start
@@ -580,12 +607,22 @@ def grade_many(
         # Kernels side by side share the cores instead of each starting one thread per core
         # (oversubscribed, two kernels on 2 cores were slower than one at a time).
         limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // jobs))
+    if not notebooks:
+        return []
     names = batch_names(notebooks)
+    # Every learner's folder and the results (made now, so there is a folder to hide) stay
+    # out of every kernel's view.
+    hide = [Path(os.path.commonpath([Path(n).resolve().parent for n in notebooks]))]
+    if executed_dir is not None:
+        Path(executed_dir).mkdir(parents=True, exist_ok=True)
+        hide += [Path(executed_dir).resolve(), Path(executed_dir).resolve().parent]
 
     def one(item) -> Report:
         nb_path, name = item
         executed = None if executed_dir is None else Path(executed_dir) / name
-        return grade_safely(nb_path, lab_id, timeout, executed, limits, sandbox_mode, name)
+        return grade_safely(
+            nb_path, lab_id, timeout, executed, limits, sandbox_mode, name=name, hide=hide
+        )
 
     reports: list[Report] = []
     with (

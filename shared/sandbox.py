@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,17 +54,19 @@ class Limits:
 @functools.cache
 def bwrap_problem() -> str | None:
     """Why bubblewrap cannot sandbox a kernel on this machine, or None when it can (probed
-    once per process with the namespaces grading uses)."""
-    exe = shutil.which("bwrap")
-    if exe is None:
+    once per process with the very command line grading uses, mounts included)."""
+    import tempfile
+
+    if shutil.which("bwrap") is None:
         return "bubblewrap (bwrap) is not installed"
-    try:
-        probe = subprocess.run(
-            [exe, "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "--", "true"],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bwrap did not run: {exc}"
+    with tempfile.TemporaryDirectory(prefix="workbook-bwrap-probe-") as tmp:
+        try:
+            probe = subprocess.run(
+                [*bwrap_command(Path(tmp), Path(tmp)), "true"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"bwrap did not run: {exc}"
     if probe.returncode != 0:
         return f"bwrap cannot create namespaces here: {probe.stderr.strip()[:200]}"
     return None
@@ -91,38 +94,66 @@ def describe(kind: str) -> str:
     return f"python-guard only ({reason})"
 
 
-def hidden_paths() -> list[Path]:
+#: Where services put their Unix sockets (D-Bus, Docker, systemd, databases): a read-only
+#: mount does not stop connect(), so these are replaced by empty folders too.
+SOCKET_PLACES = ("/run", "/var/run", "/var/tmp")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def hidden_paths(extra: Sequence[Path] = ()) -> list[Path]:
     """What the kernel must not see: the checkout the package runs from (solutions, the
-    hidden suite, dags), the project root in use, and the instructor's home."""
+    hidden suite, dags), the project root in use, the instructor's home, the grader's temp
+    folder (other kernels' sandboxes), where sockets live, and ``extra`` (the submissions
+    and the results)."""
+    import tempfile
+
     from shared import paths
 
     package_root = Path(__file__).resolve().parent.parent
-    candidates = [package_root, paths.project_root(), Path.home()]
+    candidates = [package_root, paths.project_root(), Path.home(), Path(tempfile.gettempdir())]
+    candidates += [Path(p) for p in SOCKET_PLACES] + [Path(p) for p in extra]
     out: list[Path] = []
     for path in candidates:
+        if path.is_symlink():  # /var/run -> /run: hidden through its target
+            continue
         path = path.resolve()
-        if path != Path("/") and path.is_dir() and path not in out:
+        if path not in (Path("/"), Path("/tmp")) and path.is_dir() and path not in out:
             out.append(path)
     return out
 
 
-def bwrap_command(box_root: Path, cwd: Path) -> list[str]:
-    """bubblewrap's command line up to (and including) ``--``; the kernel's follows."""
+def bwrap_command(box_root: Path, cwd: Path, extra_hidden: Sequence[Path] = ()) -> list[str]:
+    """bubblewrap's command line up to (and including) ``--``; the kernel's follows.
+
+    Mounts apply in order, later ones on top: the whole filesystem read-only, then empty
+    folders over what must stay hidden, then the Python environment bound back where it
+    lies inside one of them (.venv in the checkout, pyenv in the home), then the hidden
+    folders inside that environment hidden again, and last the submission's own folder."""
+    hidden = hidden_paths(extra_hidden)
     command = [
         shutil.which("bwrap") or "bwrap",
         "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
     ]  # fmt: skip
-    for path in hidden_paths():
+    for path in hidden:
         command += ["--tmpfs", str(path)]
-    # The Python environment may live inside a hidden folder (.venv in the checkout, pyenv
-    # in the home): bind it back, read-only.
-    keep = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
-    keep.add(Path(os.path.realpath(sys.executable)).parent.parent)
-    for path in sorted(keep):
+    python = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    python.add(Path(os.path.realpath(sys.executable)).parent.parent)
+    # Only what a hidden folder covered is bound back: binding /usr again (a venv on the
+    # system Python) would uncover a hidden folder beneath it.
+    rebound = sorted(p for p in python if any(_inside(p, h) and p != h for h in hidden))
+    for path in rebound:
         command += ["--ro-bind", str(path), str(path)]
+    for path in hidden:
+        if any(_inside(path, p) and path != p for p in rebound):
+            command += ["--tmpfs", str(path)]
     command += [
         "--bind", str(box_root), str(box_root),
-        "--unshare-all", "--die-with-parent", "--new-session",
+        # unshare-all: user, IPC, PID, network, UTS and cgroup namespaces; cap-drop: a
+        # root grader's capabilities do not follow the kernel in
+        "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
         "--chdir", str(cwd), "--",
     ]  # fmt: skip
     return command
@@ -175,8 +206,9 @@ class Cgroup:
                 folder.mkdir()
                 made["memory"] = made["pids"] = folder
                 (folder / "memory.max").write_text(memory)
-                (folder / "memory.swap.max").write_text("0")
                 (folder / "pids.max").write_text(str(limits.processes))
+                with contextlib.suppress(OSError):  # only where swap is accounted
+                    (folder / "memory.swap.max").write_text("0")
                 return cls(made, 2)
         except OSError:
             cls(made, 1).remove()

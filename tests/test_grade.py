@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -232,6 +233,23 @@ def test_bubblewrap_hides_the_checkout_and_home_but_keeps_python(tmp_path):
         assert flag in command
     # later mounts win: the folder is bound after the empty folders that hide the rest
     assert command.index("--bind") > max(i for i, a in enumerate(command) if a == "--tmpfs")
+    assert ("--tmpfs", "/run") in pairs and ("--cap-drop", "ALL") in pairs
+
+
+def test_binding_python_back_never_uncovers_a_hidden_folder(tmp_path):
+    """The environment is bound back where a hidden folder covered it; a hidden folder inside
+    it is then hidden again, after that bind."""
+    from shared import sandbox as os_sandbox
+
+    venv = Path(sys.prefix).resolve()
+    inner = venv / "lib"
+    command = os_sandbox.bwrap_command(tmp_path, tmp_path, extra_hidden=[inner])
+    positions = {pair: i for i, pair in enumerate(zip(command, command[1:], strict=False))}
+    if ("--ro-bind", str(venv)) in positions:  # the venv lies inside a hidden folder
+        assert positions[("--ro-bind", str(venv))] < max(
+            i for (flag, value), i in positions.items() if flag == "--tmpfs" and value == str(inner)
+        )
+    assert ("--ro-bind", "/usr") not in positions
 
 
 def test_sandbox_modes(monkeypatch):
@@ -246,6 +264,7 @@ def test_sandbox_modes(monkeypatch):
     assert os_sandbox.choose("auto") == "bwrap" and os_sandbox.choose("none") == "none"
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_DATA is enforced on Linux")
 def test_without_a_cgroup_the_launcher_caps_memory_by_rlimit():
     """The fallback where no cgroup can be made: RLIMIT_DATA turns a 1 GiB allocation under a
     256 MB limit into a MemoryError (the grader reports it as the memory limit)."""
@@ -500,7 +519,7 @@ def test_notebooks_that_never_finish_are_stopped_at_the_timeout(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.sandbox
-def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, monkeypatch):
+def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, monkeypatch, request):
     """What the Python guard cannot stop, bubblewrap does: a shell `!rm`, `subprocess` and
     libc's unlink through ctypes change nothing outside; the instructor's environment,
     the hidden suite and the solutions are out of reach; no network, even to loopback; no
@@ -509,7 +528,11 @@ def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, mo
     import socket
     import threading
 
-    outside = Path(tempfile.mkdtemp(prefix="workbook-test-", dir="/var/tmp"))
+    # A folder the kernel can see (read-only): /var/cache where the tests may write there
+    # (CI runs as root), else /var/tmp, which the sandbox hides altogether.
+    base = "/var/cache" if os.access("/var/cache", os.W_OK) else "/var/tmp"
+    outside = Path(tempfile.mkdtemp(prefix="workbook-test-", dir=base))
+    request.addfinalizer(lambda: shutil.rmtree(outside, ignore_errors=True))
     targets = {how: outside / f"{how}.txt" for how in ("shell", "subprocess", "ctypes")}
     for target in targets.values():
         target.write_text("instructor's file")
@@ -519,15 +542,26 @@ def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, mo
     server.settimeout(0.2)
     connections: list[bytes] = []
     stop = threading.Event()
+    # A Unix socket where services keep theirs (D-Bus, Docker): a read-only mount does not
+    # stop connect(), so the sandbox must hide the folder.
+    run_dir = os.environ.get("XDG_RUNTIME_DIR") or "/run"
+    unix_path = None
+    if os.access(run_dir, os.W_OK):
+        unix_path = Path(tempfile.mkdtemp(prefix="workbook-test-", dir=run_dir)) / "s.sock"
+        unix = socket.socket(socket.AF_UNIX)
+        unix.bind(str(unix_path))
+        unix.listen()
+        unix.settimeout(0.2)
 
     def serve():
         while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            connections.append(conn.recv(100))
-            conn.close()
+            for listener in [server] + ([unix] if unix_path else []):
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                connections.append(conn.recv(100))
+                conn.close()
 
     threading.Thread(target=serve, daemon=True).start()
     marker = "31337.5"  # sleep's argument: how the leftover process is found afterwards
@@ -549,6 +583,12 @@ def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, mo
         "except OSError as exc:\n    print('no network:', type(exc).__name__)\n"
         f"subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
     )
+    if unix_path is not None:
+        hostile += (
+            "try:\n    s = socket.socket(socket.AF_UNIX)\n"
+            f"    s.connect({str(unix_path)!r})\n    s.sendall(b'leak')\n    print('unix connected')\n"
+            "except OSError as exc:\n    print('no unix socket:', type(exc).__name__)\n"
+        )
     subs = tmp_path / "subs"
     (subs / "alice").mkdir(parents=True)
     (subs / "bob").mkdir()
@@ -562,6 +602,8 @@ def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, mo
         )  # fmt: skip
     finally:
         stop.set()
+        if unix_path is not None:
+            shutil.rmtree(unix_path.parent, ignore_errors=True)
     assert out.returncode == 1, out.stderr
     assert out.stderr.startswith("sandbox: bwrap")
     reports = {r["name"]: r for r in json.loads(results.with_suffix(".json").read_text())}
@@ -581,6 +623,8 @@ def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, mo
     assert printed.count("cannot read: FileNotFoundError") == 2 and "read " not in printed
     assert "no hidden suite" in printed
     assert "no network:" in printed and connections == []
+    if unix_path is not None:
+        assert "no unix socket: FileNotFoundError" in printed
     assert grade.LOADER_SAVED_AS in executed.read_text()
     assert "def run_in_kernel" not in executed.read_text()  # the hidden suite's code
     leftovers = [
