@@ -15,7 +15,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup demo test lint format lab airflow airflow-stop screenshots bench lock check-platforms clean distclean
+.PHONY: help setup demo test test-fast lint format lab airflow airflow-stop screenshots bench lock check-platforms clean distclean
 
 help: ## list the targets
 	@echo "MLOps Foundations workbook"
@@ -32,6 +32,10 @@ test: setup ## the whole test suite: lint, unit tests, notebooks, DAGs
 	@scripts/setup-system.sh
 	@$(MAKE) --no-print-directory lint
 	@$(BIN)/pytest
+
+test-fast: setup ## lint + unit and light integration tests (no kernels, Airflow runs, browsers): ~2 min
+	@$(MAKE) --no-print-directory lint
+	@$(BIN)/pytest tests -m "not (slow or kernel or airflow or browser or sandbox)"
 
 lint: ## ruff lint and format check (notebooks and DAGs included)
 	@$(BIN)/ruff check .

@@ -40,10 +40,12 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """nbval waits 5 s (hard-coded) for a cell's output messages after the cell finished; on a
-    loaded 2-core machine they once took longer, failing a cell that had run fine."""
+    """nbval's cells run in a kernel: marked so (`make test-fast` leaves them out). nbval waits
+    5 s (hard-coded) for a cell's output messages after the cell finished; on a loaded 2-core
+    machine they once took longer, failing a cell that had run fine."""
     for item in items:
         if hasattr(item, "output_timeout"):
+            item.add_marker(pytest.mark.kernel)
             item.output_timeout = 60
 
 

@@ -126,6 +126,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.timeout(600)
+@pytest.mark.airflow
 def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox, free_port, chromium):
     home, port = tmp_path / "airflow-home", free_port()
     env = {

@@ -274,6 +274,7 @@ lab1_1_first_dag()
 
 
 @pytest.mark.slow
+@pytest.mark.airflow
 def test_partitions_check_names_the_keys_it_expected(tmp_path, sandbox):
     """The case a first-time learner hit: JSON without the keys the notebook names."""
     from airflow.utils import db

@@ -111,6 +111,7 @@ print(json.dumps([m for m in heavy if m in sys.modules]))
 
 
 @pytest.mark.slow
+@pytest.mark.airflow
 def test_lab1_1_runs_and_is_idempotent(dagbag, sandbox):
     states, _ = run(dagbag, "lab1_1_first_dag")
     assert states == {t: ("success", 1) for t in ("make_numbers", "announce", "summarize")}
@@ -128,6 +129,7 @@ def test_lab1_1_runs_and_is_idempotent(dagbag, sandbox):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("dagbag", "sandbox")  # the database, a project to write into
+@pytest.mark.airflow
 def test_run_dag_schedules_a_draft_as_written_outside_the_dags_folder(tmp_path):
     """Lab 1.1 runs its draft before promoting it. Airflow 3's dag.test() schedules the
     serialised DAG from the dags folder; run_dag must serialise the draft itself, so a DAG
@@ -155,6 +157,8 @@ def test_run_dag_schedules_a_draft_as_written_outside_the_dags_folder(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.airflow
+@pytest.mark.kernel
 def test_training_pipeline_end_to_end_and_idempotent(dagbag, sandbox, smoke_run):
     states, dr = run(dagbag, "mnist_training_pipeline", SMOKE)
     assert states == {t: ("success", 1) for t in EXPECTED_STRUCTURE["mnist_training_pipeline"]}
@@ -203,6 +207,7 @@ def test_training_pipeline_end_to_end_and_idempotent(dagbag, sandbox, smoke_run)
 
 
 @pytest.mark.slow
+@pytest.mark.airflow
 def test_register_moves_best_only_when_beaten(tmp_path, sandbox):
     from shared import pipeline
 
@@ -241,6 +246,7 @@ def write_bad_partition(sandbox: Path, kind: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.airflow
 @pytest.mark.parametrize(
     "kind, message",
     [
@@ -263,6 +269,7 @@ def test_bad_partition_stops_the_run_at_validate(dagbag, sandbox, capfd, kind, m
 
 
 @pytest.mark.slow
+@pytest.mark.airflow
 def test_transient_failure_succeeds_on_retry(dagbag, sandbox, monkeypatch):
     from shared import pipeline
 
@@ -283,6 +290,8 @@ def test_transient_failure_succeeds_on_retry(dagbag, sandbox, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.airflow
+@pytest.mark.kernel
 def test_notebook_experiments_maps_the_lab_1_3_notebook_over_every_config(dagbag, sandbox):
     configs = sorted((REPO / "configs" / "experiments").glob("*.yaml"))
     states, dr = run(dagbag, "notebook_experiments", {"overrides": ["data.subset=1200"]})

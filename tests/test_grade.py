@@ -342,6 +342,7 @@ def test_results_table_has_a_row_per_submission_and_a_column_per_check(tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lab_id", sorted(SOLUTIONS))
+@pytest.mark.kernel
 def test_every_solution_scores_full_marks(lab_id, tmp_path):
     executed = tmp_path / "executed.ipynb"
     out = workbook("grade", str(SOLUTIONS[lab_id]), "--json", "--executed", str(executed))
@@ -360,6 +361,7 @@ def test_every_solution_scores_full_marks(lab_id, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lab_id", sorted(SOLUTIONS))
+@pytest.mark.kernel
 def test_every_generated_lab_scores_zero(lab_id):
     """Every check in a suite grades an exercise the lab stubs, so the untouched lab scores 0:
     its stubs fail their checks or stop the run before the variables a check needs."""
@@ -411,6 +413,7 @@ BUGS = [
 
 
 @pytest.mark.slow
+@pytest.mark.kernel
 def test_a_batch_of_buggy_and_hostile_submissions(tmp_path, sandbox):
     """One `workbook grade DIR --out results.csv --jobs 2` over the planted bugs and the bad
     submissions: each bug is caught by its check, every bad case gets a clear report, the
@@ -487,6 +490,7 @@ def test_a_batch_of_buggy_and_hostile_submissions(tmp_path, sandbox):
 
 
 @pytest.mark.slow
+@pytest.mark.kernel
 def test_notebooks_that_never_finish_are_stopped_at_the_timeout(tmp_path):
     subs = tmp_path / "subs"
     subs.mkdir()
@@ -519,6 +523,7 @@ def test_notebooks_that_never_finish_are_stopped_at_the_timeout(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.sandbox
+@pytest.mark.kernel
 def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, monkeypatch, request):
     """What the Python guard cannot stop, bubblewrap does: a shell `!rm`, `subprocess` and
     libc's unlink through ctypes change nothing outside; the instructor's environment,

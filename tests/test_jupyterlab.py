@@ -27,6 +27,7 @@ def get(url: str):
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.timeout(300)
+@pytest.mark.kernel
 def test_jupyterlab_serves_the_course_and_renders_lab_1_2(tmp_path, free_port, chromium):
     port = free_port()
     env = {

@@ -146,6 +146,7 @@ def test_solution_hygiene(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.kernel
 def test_solution_runs_on_the_smoke_config(name, smoke_run):
     out, _, seconds, error = smoke_run(name)
     print(f"{name}: {seconds:.1f} s on configs/smoke.yaml")
@@ -165,6 +166,7 @@ def test_solution_runs_on_the_smoke_config(name, smoke_run):
 
 
 @pytest.mark.slow
+@pytest.mark.kernel
 def test_lab_1_3_smoke_run_reaches_the_sweep(smoke_run):
     """On the smoke config the sweep runs too, on the smoke subset, and compares four runs."""
     out, root, _, error = smoke_run("03_lab1_3_config_driven_training.ipynb")
@@ -193,6 +195,7 @@ FIRST_HINT = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.kernel
 def test_generated_lab_stops_at_the_first_exercise_with_its_hint(name, sandbox, tmp_path):
     import papermill
 
