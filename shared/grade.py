@@ -222,13 +222,8 @@ def kernel_manager(box: dict[str, Path], kind: str, limits: Limits, cgroup, hide
         )
     )
     specs = KernelSpecManager(kernel_dirs=[str(box["root"] / "kernels")])
-    if kind == "bwrap":
-        km = KernelManager(
-            kernel_name=KERNEL_NAME, kernel_spec_manager=specs,
-            transport="ipc", ip=str(box["root"] / "ipc" / "kernel"),
-        )  # fmt: skip
-    else:
-        km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
+    ipc = {"transport": "ipc", "ip": str(box["root"] / "ipc" / "kernel")} if kind == "bwrap" else {}
+    km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs, **ipc)
     km.connection_file = str(box["root"] / "ipc" / "connection.json")
     return km
 
@@ -483,8 +478,8 @@ def _execute(
             report.message = reason
         else:
             report.status = "kernel died"
-            log = _log_tail(box["log"])
-            last = [line for line in log if "running over TCP" not in line][-1:]
+            # the kernel logs at CRITICAL only, so its last line is its own last words
+            last = _log_tail(box["log"])[-1:]
             reason = "the kernel died (out of memory, a crash, or the notebook exited it)"
             report.message = reason + (f"; its last words: {last[0][:200]}" if last else "")
     finally:

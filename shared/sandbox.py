@@ -275,7 +275,7 @@ def launcher_command(limits: Limits, cgroup: Cgroup | None) -> list[str]:
     # environment; isolated mode keeps that environment's PYTHONPATH (the guard, the package
     # copy) out of it.
     command = [sys.executable, "-I", "-m", "shared.sandbox"]
-    command += ["--memory-mb", str(limits.memory_mb), "--processes", str(limits.processes)]
+    command += ["--memory-mb", str(limits.memory_mb)]
     for procs in cgroup.procs_files() if cgroup else []:
         command += ["--cgroup-procs", procs]
     return [*command, "--"]
@@ -287,7 +287,6 @@ def _launch(argv: list[str]) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m shared.sandbox")
     parser.add_argument("--memory-mb", type=int, required=True)
-    parser.add_argument("--processes", type=int, required=True)
     parser.add_argument("--cgroup-procs", action="append", default=[])
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)

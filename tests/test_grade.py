@@ -270,13 +270,13 @@ def test_without_a_cgroup_the_launcher_caps_memory_by_rlimit():
     256 MB limit into a MemoryError (the grader reports it as the memory limit)."""
     code = "bytearray(1 << 30)"
     done = subprocess.run(
-        [sys.executable, "-I", "-m", "shared.sandbox", "--memory-mb", "256", "--processes", "64",
+        [sys.executable, "-I", "-m", "shared.sandbox", "--memory-mb", "256",
          "--", sys.executable, "-c", code],
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 1 and "MemoryError" in done.stderr
     fine = subprocess.run(
-        [sys.executable, "-I", "-m", "shared.sandbox", "--memory-mb", "2048", "--processes", "64",
+        [sys.executable, "-I", "-m", "shared.sandbox", "--memory-mb", "2048",
          "--", sys.executable, "-c", code],
         capture_output=True, text=True,
     )  # fmt: skip
