@@ -15,12 +15,12 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup demo test test-fast lint format lab airflow airflow-stop screenshots bench lock check-platforms clean distclean
+.PHONY: help setup demo test test-fast lint format lab airflow airflow-stop airflow-cluster airflow-cluster-stop screenshots bench lock check-platforms clean distclean
 
 help: ## list the targets
 	@echo "MLOps Foundations workbook"
 	@echo
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 setup: ## create .venv from the lock file, register the kernel, provision MNIST
 	@scripts/setup.sh
@@ -35,7 +35,7 @@ test: setup ## the whole test suite: lint, unit tests, notebooks, DAGs
 
 test-fast: setup ## lint + unit and light integration tests (no kernels, Airflow runs, browsers): ~2 min
 	@$(MAKE) --no-print-directory lint
-	@$(BIN)/pytest tests -m "not (slow or kernel or airflow or browser or sandbox)"
+	@$(BIN)/pytest tests -m "not (slow or kernel or airflow or browser or sandbox or cluster)"
 
 lint: ## ruff lint and format check (notebooks and DAGs included)
 	@$(BIN)/ruff check .
@@ -53,6 +53,13 @@ airflow: setup ## the Airflow UI on http://127.0.0.1:8080 (api-server, scheduler
 
 airflow-stop: ## stop exactly the Airflow processes `make airflow` started
 	@scripts/airflow.sh stop
+
+airflow-cluster: setup ## distributed Airflow on loopback: PostgreSQL, Redis, CeleryExecutor, 2 Celery workers (UI :8090)
+	@scripts/setup-system.sh
+	@$(BIN)/python -m shared.cluster start
+
+airflow-cluster-stop: ## stop exactly the processes `make airflow-cluster` started (its database stays)
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m shared.cluster stop; fi
 
 screenshots: setup ## refresh docs/images/ (Lab 1.1's Airflow UI pictures) from a real UI run
 	@scripts/setup-system.sh
@@ -72,8 +79,8 @@ lock: ## re-resolve requirements.lock for every platform (UPGRADE=1: newest allo
 check-platforms: setup ## ask the registry: does the lock install on Linux/macOS, Python 3.11-3.13?
 	@$(BIN)/python scripts/check_platforms.py --sizes
 
-clean: airflow-stop ## remove runs, Airflow's home and caches (keeps .venv and data/)
-	rm -rf runs registry .airflow artifacts .pytest_cache .ruff_cache
+clean: airflow-stop airflow-cluster-stop ## remove runs, Airflow's homes (the cluster's database too) and caches (keeps .venv and data/)
+	rm -rf runs registry .airflow .airflow-cluster artifacts .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
 
 distclean: clean ## also remove .venv and data/ (the next make sets everything up again)

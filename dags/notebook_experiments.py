@@ -14,8 +14,11 @@ list_configs -> run_notebook (one mapped task per configs/experiments/*.yaml) ->
   papermill, on the project's kernel `mlops-workbook`, with each cell's output in the task
   log and a per-cell timeout. The notebook trains the config with its own
   `train_from_config` and records the run; the executed notebook lands in
-  `runs/<ds>/experiments/`, next to that run folder. One mapped task runs at a time: each
-  training uses every core, and runs side by side would make their times incomparable.
+  `runs/<ds>/experiments/`, next to that run folder. The mapped tasks run in the pool
+  `experiments`, whose slots say how many notebooks train at once: one on a laptop
+  (`make airflow`: each training uses every core, and runs side by side would make their
+  times incomparable), one per Celery worker on a cluster (`make airflow-cluster`), where
+  each worker is its own machine. The DAG file is the same on both.
 * **compare** gathers every run's metrics into `comparison.csv`, `comparison.md` and
   `comparison.png` in the same folder.
 
@@ -64,7 +67,7 @@ def notebook_experiments():
             raise FileNotFoundError("configs/experiments/ has no *.yaml experiment configs")
         return found
 
-    @task(execution_timeout=timedelta(minutes=20), max_active_tis_per_dag=1)
+    @task(execution_timeout=timedelta(minutes=20), pool="experiments")
     def run_notebook(config_path: str, ds: str | None = None, params: dict | None = None) -> str:
         from pathlib import Path
 

@@ -80,6 +80,10 @@ start() {
     export AIRFLOW__API__BASE_URL="http://127.0.0.1:$PORT"
 
     "$AIRFLOW" db migrate > "$LOGS/db-migrate.log" 2>&1 || { tail "$LOGS/db-migrate.log" >&2; exit 1; }
+    # notebook_experiments' notebooks train in this pool: one at a time on a laptop, so each
+    # training has every core and their times compare (the cluster gives one per worker).
+    "$AIRFLOW" pools set experiments 1 "experiment notebooks that train at once" \
+        >> "$LOGS/db-migrate.log" 2>&1 || { tail "$LOGS/db-migrate.log" >&2; exit 1; }
     for proc in "${PROCS[@]}"; do
         case $proc in
             api-server) args="api-server --host 127.0.0.1 --port $PORT" ;;

@@ -4,11 +4,18 @@
 # line says what is skipped, and the tests that need the package skip with that reason.
 #   chromium     headless browser for the JupyterLab and Airflow UI tests (~30 s to install)
 #   bubblewrap   the OS sandbox `workbook grade` runs untrusted notebooks in (bwrap)
+#   postgresql, redis-server   the metadata database and broker of `make airflow-cluster`
+#                (only their programs are used: the cluster starts its own private server
+#                of each, on loopback, under .airflow-cluster/; the system ones stay off)
 # Idempotent: does nothing when every command is already on PATH.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+# Debian keeps PostgreSQL's server programs off PATH, under /usr/lib/postgresql/<version>/bin.
+{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } \
+    || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ ${#missing[@]} = 0 ] && exit 0
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     echo "set-up: installing Debian's ${missing[*]}"
@@ -16,5 +23,6 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 else
     echo "set-up: no ${missing[*]} and no apt-get as root to install them:" \
-         "browser tests skip without chromium; grading runs with its Python guard alone without bubblewrap"
+         "browser tests skip without chromium; grading runs with its Python guard alone without" \
+         "bubblewrap; the Airflow cluster test skips without postgresql and redis-server"
 fi

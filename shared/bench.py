@@ -273,3 +273,77 @@ def grading_times(
                 times[f"{mode}: {n} submissions, {j} at a time"] = time.perf_counter() - start
                 assert sum(r.passed for r in reports) == (n + 1) // 2
     return times
+
+
+def cluster_times() -> dict[str, float]:
+    """Seconds, for the README's distributed-Airflow section: the cluster's start from a
+    fresh state folder and again on its data; mnist_training_pipeline on the smoke config
+    through the cluster (trigger to success, REST API) vs ``airflow dags test`` on the
+    embedded SQLite database (a process, as `make demo` runs it); notebook_experiments with
+    two Celery workers, then one. Everything in temporary folders, on free ports."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from shared import cluster as cl
+    from shared import paths
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    pipeline = ("mnist_training_pipeline", {"config_path": "configs/smoke.yaml", "subset": 1200})
+    experiments = ("notebook_experiments", {"overrides": ["data.subset=1200"]})
+    times: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="workbook-bench-") as tmp:
+        os.chmod(tmp, 0o711)  # PostgreSQL (as the user postgres, when we are root) enters it
+        checkout = Path(__file__).resolve().parent.parent
+        ports = {"api": free_port(), "postgres": free_port(), "redis": free_port()}
+
+        def timed_run(c: cl.Cluster, dag_id: str, conf: dict, ds: str) -> float:
+            api = c.api()
+            api.unpause(dag_id)
+            start = time.perf_counter()
+            run_id = api.trigger(dag_id, ds, conf)
+            state = api.wait(dag_id, run_id, timeout=1200)
+            if state != "success":
+                raise RuntimeError(f"{dag_id} {ds} on the cluster: {state}")
+            return time.perf_counter() - start
+
+        quiet = lambda *a, **k: None  # noqa: E731
+        c = cl.Cluster(Path(tmp) / "state", root=paths.scratch_project(Path(tmp) / "cluster"),
+                       dags=checkout / "dags", ports=ports, schedules=False)  # fmt: skip
+        try:
+            times["cluster start, fresh state folder"] = c.start(echo=quiet)
+            c.stop(echo=quiet)
+            times["cluster start, on its data"] = c.start(echo=quiet)
+            times["pipeline (smoke), cluster, trigger to success"] = timed_run(
+                c, *pipeline, "2024-01-01"
+            )
+            times["experiments (smoke), 2 workers"] = timed_run(c, *experiments, "2024-01-01")
+            c.stop(echo=quiet)
+            c = cl.Cluster(c.state, workers=1, root=c.root, dags=c.dags, schedules=False)
+            c.start(echo=quiet)
+            times["experiments (smoke), 1 worker"] = timed_run(c, *experiments, "2024-01-02")
+        finally:
+            c.stop(echo=quiet)
+
+        # The embedded route: `airflow dags test` on SQLite, in a project of its own.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env.update(AIRFLOW_HOME=str(Path(tmp) / "embedded-home"),
+                   AIRFLOW__CORE__DAGS_FOLDER=str(checkout / "dags"),
+                   AIRFLOW__CORE__LOAD_EXAMPLES="False",
+                   WORKBOOK_ROOT=str(paths.scratch_project(Path(tmp) / "embedded")))  # fmt: skip
+        airflow = str(Path(sys.executable).with_name("airflow"))
+        subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
+        start = time.perf_counter()
+        subprocess.run([airflow, "dags", "test", pipeline[0], "2024-01-01", "-c",
+                        json.dumps(pipeline[1])], env=env, check=True, capture_output=True)  # fmt: skip
+        times["pipeline (smoke), embedded `airflow dags test`"] = time.perf_counter() - start
+    return times

@@ -108,6 +108,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         for name, seconds in bench.grading_times().items():
             print(f"grading Lab 1.2, {name:35} {seconds:6.1f} s")
         return EXIT_OK
+    if args.cluster:
+        for name, seconds in bench.cluster_times().items():
+            print(f"{name:50} {seconds:6.1f} s")
+        return EXIT_OK
     if args.dags:
         times = bench.dag_parse_times()
         for name, seconds in times.items():
@@ -406,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--grading", action="store_true",
         help="only time `workbook grade`: one Lab 1.2 submission, then a class of ten",
+    )  # fmt: skip
+    bench.add_argument(
+        "--cluster", action="store_true",
+        help="only time the distributed Airflow (make airflow-cluster): start, the pipeline "
+        "vs the embedded run, the experiments with two workers vs one (about 6 minutes)",
     )  # fmt: skip
     bench.set_defaults(func=_cmd_bench)
 

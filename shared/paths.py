@@ -1,6 +1,7 @@
 """Where things live. One place, so notebooks (run from labs/), DAG tasks and the CLI agree.
 
-Nothing here creates a folder: callers create what they write.
+Nothing here creates a folder (callers create what they write), except scratch_project,
+whose whole job is to make one.
 """
 
 from __future__ import annotations
@@ -47,3 +48,19 @@ def show(path: str | os.PathLike[str]) -> str:
         return p.relative_to(project_root().resolve()).as_posix()
     except ValueError:
         return str(p)
+
+
+def scratch_project(root: str | os.PathLike[str]) -> Path:
+    """Make ``root`` a project folder outside the checkout, for runs that must not write
+    into it (tests, benchmarks): ``configs/``, ``solutions/`` and ``labs/`` linked from the
+    checkout, its MNIST files linked under ``data/``, an empty ``dags/``. With
+    ``WORKBOOK_ROOT`` pointing there, tasks and notebooks write ``data/``, ``runs/``,
+    ``registry/`` and promoted DAGs there."""
+    checkout = Path(__file__).resolve().parent.parent
+    root = Path(root)
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "MNIST").symlink_to(checkout / "data" / "MNIST")
+    (root / "dags").mkdir()
+    for name in ("configs", "solutions", "labs"):
+        (root / name).symlink_to(checkout / name)
+    return root

@@ -189,13 +189,16 @@ def predict(
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
-def weights_digest(model: nn.Module) -> str:
+def weights_digest(model: nn.Module | dict[str, torch.Tensor]) -> str:
     """sha256 of every parameter and buffer (names, dtypes, shapes and bytes), 16 hex digits:
-    two models with the same digest compute exactly the same function."""
+    two models with the same digest compute exactly the same function. Takes a model or its
+    state dict (a checkpoint's ``model``: the checkpoint file's own bytes differ between
+    saves of the same weights, since the archive inside names the temporary file)."""
     import hashlib
 
+    state = model.state_dict() if isinstance(model, nn.Module) else model
     h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

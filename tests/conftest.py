@@ -14,17 +14,16 @@ from shared import paths
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: The run the DAG tests and the cluster test share: mnist_training_pipeline on the smoke
+#: config for one logical date.
+DS = "2024-01-01"
+PIPELINE_SMOKE = {"config_path": "configs/smoke.yaml", "subset": 1200}
+
 
 def make_sandbox(root: Path) -> Path:
-    """A project root outside the checkout: configs, solutions and labs linked in, the real
-    MNIST linked under data/, an empty dags/. Tasks and notebooks run with WORKBOOK_ROOT
-    pointing here write data/, runs/, registry/ and promoted DAGs here, never into the repo."""
-    (root / "data").mkdir(parents=True)
-    (root / "data" / "MNIST").symlink_to(REPO / "data" / "MNIST")
-    (root / "dags").mkdir()
-    for name in ("configs", "solutions", "labs"):
-        (root / name).symlink_to(REPO / name)
-    return root
+    """A project root outside the checkout (shared.paths.scratch_project): tasks and
+    notebooks run with WORKBOOK_ROOT pointing here write there, never into the repo."""
+    return paths.scratch_project(root)
 
 
 def pytest_configure(config):
@@ -177,3 +176,29 @@ def smoke_run(tmp_path_factory):
         return done[name]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def dagbag():
+    """The DAG folder parsed by Airflow, on the session's embedded SQLite database."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils import db
+
+    db.initdb()  # the embedded SQLite database in the session's temporary AIRFLOW_HOME
+    return DagBag(str(REPO / "dags"))
+
+
+@pytest.fixture(scope="session")
+def embedded_pipeline(dagbag, tmp_path_factory):
+    """mnist_training_pipeline run once per session with dag.test() (the embedded set-up) on
+    the smoke config for DS, in a project of its own: (project root, the dag run). The DAG
+    tests check it; the cluster test compares its own run of the same config with it."""
+    from datetime import UTC, datetime
+
+    root = make_sandbox(tmp_path_factory.mktemp("embedded") / "project")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WORKBOOK_ROOT", str(root))
+        dag = dagbag.get_dag("mnist_training_pipeline")
+        run = dag.test(logical_date=datetime.fromisoformat(DS).replace(tzinfo=UTC),
+                       run_conf=PIPELINE_SMOKE)  # fmt: skip
+    return root, run

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DS  # the run the session fixtures share
+from conftest import PIPELINE_SMOKE as SMOKE
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
-DS = "2024-01-01"
 LOGICAL_DATE = datetime(2024, 1, 1, tzinfo=UTC)
-SMOKE = {"config_path": "configs/smoke.yaml", "subset": 1200}
 
 EXPECTED_STRUCTURE = {
     "lab1_1_first_dag": {
@@ -39,23 +39,18 @@ EXPECTED_STRUCTURE = {
 }
 
 
-@pytest.fixture(scope="session")
-def dagbag():
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.utils import db
-
-    db.initdb()  # the embedded SQLite database in the session's temporary AIRFLOW_HOME
-    return DagBag(str(REPO / "dags"))
-
-
 def run(dagbag, dag_id, conf=None, **kw):
     """dag.test() for one logical date; returns {task_id: (state, try_number)} and the run."""
     dr = dagbag.get_dag(dag_id).test(logical_date=LOGICAL_DATE, run_conf=conf, **kw)
+    return states_of(dr), dr
+
+
+def states_of(dr) -> dict[str, tuple[str, int]]:
     states = {}
     for ti in dr.get_task_instances():
         key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
         states[key] = (str(ti.state), ti.try_number)
-    return states, dr
+    return states
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -159,8 +154,12 @@ def test_run_dag_schedules_a_draft_as_written_outside_the_dags_folder(tmp_path):
 @pytest.mark.slow
 @pytest.mark.airflow
 @pytest.mark.kernel
-def test_training_pipeline_end_to_end_and_idempotent(dagbag, sandbox, smoke_run):
-    states, dr = run(dagbag, "mnist_training_pipeline", SMOKE)
+def test_training_pipeline_end_to_end_and_idempotent(
+    dagbag, embedded_pipeline, smoke_run, monkeypatch
+):
+    sandbox, dr = embedded_pipeline
+    monkeypatch.setenv("WORKBOOK_ROOT", str(sandbox))  # the rerun below writes there too
+    states = states_of(dr)
     assert states == {t: ("success", 1) for t in EXPECTED_STRUCTURE["mnist_training_pipeline"]}
     partition = sandbox / "data" / "raw" / DS
     assert sorted(p.name for p in partition.iterdir()) == [

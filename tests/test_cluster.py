@@ -1,0 +1,216 @@
+"""The distributed Airflow (`make airflow-cluster`): PostgreSQL, Redis, CeleryExecutor, two
+Celery workers, all on loopback. One cluster for the module, started from a fresh state
+folder; the tests run the course's DAGs on it through the REST API, break it the ways a
+distributed set-up breaks, and stop it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+import urllib.error
+from pathlib import Path
+
+import pytest
+from conftest import (
+    DS,
+    PIPELINE_SMOKE,
+    REPO,
+    _can_install_debian_packages,
+    _free_port,
+    make_sandbox,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.cluster]
+
+EXPERIMENTS_SMOKE = {"overrides": ["data.subset=1200"]}
+#: metrics.json keys that are the model, not the machine (train_seconds, history's timings)
+STABLE_METRICS = ("completed", "config_hash", "epochs_completed", "model", "parameters", "test",
+                  "weights_sha256")  # fmt: skip
+
+
+def _missing_services() -> list[str]:
+    from shared import cluster
+
+    missing = [] if shutil.which("redis-server") else ["redis-server"]
+    try:
+        cluster.postgres_bindir()
+    except cluster.ClusterError:
+        missing.append("postgresql")
+    return missing
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A cluster in a fresh temporary state folder, on free ports, writing into a project
+    sandbox, running only what the tests trigger (no daily runs in between). Stopped at the
+    end, and checked that none of its processes is left."""
+    from shared import cluster as cl
+
+    missing = _missing_services()
+    if missing and _can_install_debian_packages():
+        pytest.fail(
+            f"{', '.join(missing)} missing: `make test` installs them (scripts/setup-system.sh)"
+        )
+    if missing:
+        pytest.skip(f"no {' or '.join(missing)}, and no apt-get as root to install them")
+    base = Path(tempfile.mkdtemp(prefix="workbook-cluster-"))
+    # As root, PostgreSQL runs as the user 'postgres', which must be able to enter this folder.
+    os.chmod(base, 0o711)
+    c = cl.Cluster(
+        base / "state", root=make_sandbox(base / "project"), dags=REPO / "dags",
+        ports={"api": _free_port(), "postgres": _free_port(), "redis": _free_port()},
+        schedules=False,
+    )  # fmt: skip
+    try:
+        seconds = c.start()
+        print(f"cluster from a fresh state folder: up in {seconds:.1f} s")
+        yield c
+    finally:
+        pids = c.running_pids()
+        c.stop()
+        assert not cl.alive(pids), "every process of the cluster has exited"
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def snapshot(root: Path) -> dict[str, object]:
+    """What mnist_training_pipeline wrote for DS under ``root``, comparable between project
+    folders: file digests; JSON with the project's path replaced; metrics without timings."""
+    root = root.resolve()
+    found: dict[str, object] = {}
+    for base in (f"data/raw/{DS}", f"data/processed/{DS}", f"runs/pipeline/{DS}", "registry"):
+        for p in sorted((root / base).rglob("*")):
+            if not p.is_file() or p.name == "environment.json":  # the machine and process
+                continue
+            key = p.relative_to(root).as_posix()
+            if p.name == "metrics.json":
+                metrics = json.loads(p.read_text())
+                found[key] = {k: metrics[k] for k in STABLE_METRICS}
+            elif p.suffix == ".pt":  # the model and training state, not the archive's bytes
+                found[key] = _checkpoint(p)
+            elif p.suffix == ".json":
+                found[key] = json.loads(p.read_text().replace(str(root), "<project>"))
+            else:
+                found[key] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return found
+
+
+def _checkpoint(path: Path) -> dict[str, object]:
+    import torch
+
+    from shared.train import weights_digest
+
+    ckpt = torch.load(path, weights_only=True)
+    return {"weights": weights_digest(ckpt["model"]), "epoch": ckpt["epoch"],
+            "config_hash": ckpt["config_hash"], "config": ckpt["config"],
+            "optimizer": weights_digest({f"{k}.{n}": t for k, v in ckpt["optimizer"]["state"].items()
+                                         for n, t in v.items() if torch.is_tensor(t)})}  # fmt: skip
+
+
+def wait_for_running(api, dag_id: str, run_id: str, task_id=None, timeout: float = 300) -> dict:
+    """Poll until a task instance (of ``task_id``, or any) runs on a worker; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for ti in api.task_instances(dag_id, run_id):
+            if task_id in (None, ti["task_id"]) and ti["state"] == "running" and ti["hostname"]:
+                return ti
+        time.sleep(0.3)
+    raise TimeoutError(f"no {task_id} of {run_id} started within {timeout:.0f} s")
+
+
+def test_both_dags_run_on_both_workers_as_the_embedded_run_does(cluster, embedded_pipeline):
+    from shared.cluster import listening_sockets
+
+    api = cluster.api()
+    runs = {}
+    for dag_id, conf in (("mnist_training_pipeline", PIPELINE_SMOKE),
+                         ("notebook_experiments", EXPERIMENTS_SMOKE)):  # fmt: skip
+        api.unpause(dag_id)
+        runs[dag_id] = api.trigger(dag_id, DS, conf)
+
+    # While both run: every port any process of the cluster listens on is on loopback.
+    listening = listening_sockets(cluster.running_pids())
+    assert {port for _, _, port in listening} >= set(cluster.ports.values())
+    assert {addr for _, addr, _ in listening} <= {"127.0.0.1", "::1"}, listening
+
+    hosts: dict[str, list[str]] = {}
+    for dag_id, run_id in runs.items():
+        assert api.wait(dag_id, run_id, timeout=600) == "success", cluster.log_tail("scheduler")
+        for ti in api.task_instances(dag_id, run_id):
+            assert (ti["state"], ti["queue"]) == ("success", "default"), ti
+            hosts.setdefault(ti["hostname"], []).append(f"{dag_id}.{ti['task_id']}")
+    # The experiments' four notebooks run two at a time (pool `experiments`, one slot per
+    # worker), and a worker with one slot takes one task at a time: both must have worked.
+    assert set(hosts) == {"worker-1", "worker-2"}, hosts
+
+    # Same DAG file, same config: the same partitions, model (weights digest), evaluation and
+    # registry entry as dag.test() on the embedded database.
+    embedded_root, _ = embedded_pipeline
+    ours, theirs = snapshot(cluster.root), snapshot(embedded_root)
+    assert any(k.endswith("checkpoint.pt") for k in ours) and "registry/mnist/best.json" in ours
+    assert ours == theirs
+
+    out = cluster.root / "runs" / DS / "experiments"
+    assert len((out / "comparison.csv").read_text().splitlines()) == 5  # header + 4 configs
+
+
+def test_a_scheduler_restarted_mid_run_finishes_the_run(cluster):
+    api = cluster.api()
+    run_id = api.trigger("mnist_training_pipeline", "2024-01-02", PIPELINE_SMOKE)
+    wait_for_running(api, "mnist_training_pipeline", run_id)
+    assert cluster.stop_process("scheduler")
+    assert cluster.status()["scheduler"] is None
+    cluster.start()  # starts what is not running: here the scheduler alone
+    assert api.wait("mnist_training_pipeline", run_id, timeout=600) == "success"
+
+
+def test_a_worker_killed_mid_task_loses_the_task_to_the_other_worker(cluster):
+    """SIGKILL (no warm shutdown) of the worker running a notebook: its heartbeat stops, the
+    scheduler fails that try after the heartbeat timeout, and the retry (retries=1) runs on
+    the worker that is alive. The run succeeds."""
+    api = cluster.api()
+    run_id = api.trigger("notebook_experiments", "2024-01-03", EXPERIMENTS_SMOKE)
+    victim = wait_for_running(api, "notebook_experiments", run_id, "run_notebook")
+    assert cluster.stop_process(victim["hostname"], signal.SIGKILL, wait=0)
+    assert api.wait("notebook_experiments", run_id, timeout=600) == "success"
+    (after,) = [ti for ti in api.task_instances("notebook_experiments", run_id)
+                if ti["task_id"] == "run_notebook" and ti["map_index"] == victim["map_index"]]  # fmt: skip
+    survivor = ({"worker-1", "worker-2"} - {victim["hostname"]}).pop()
+    assert (after["state"], after["try_number"], after["hostname"]) == ("success", 2, survivor)
+
+
+def test_without_postgres_the_api_says_so_and_the_cluster_recovers(cluster):
+    api = cluster.api()
+    api.token()
+    assert cluster.stop_process("postgres")
+    assert cluster.health()["metadatabase"]["status"] == "unhealthy"
+    with pytest.raises(urllib.error.HTTPError) as failed:
+        api.get("/api/v2/dags")
+    assert failed.value.code == 500
+    assert "Database error" in failed.value.read().decode()
+    cluster.start()  # PostgreSQL on its data again, and whatever exited without it
+    health = cluster.health()
+    assert all(health[part]["status"] == "healthy" for part in health), health
+    assert api.get("/api/v2/dags?limit=10")["total_entries"] == 3
+
+
+def test_stop_leaves_no_process_and_a_second_start_reuses_the_database(cluster):
+    from shared.cluster import alive
+
+    pids = cluster.running_pids()
+    assert len(pids) >= 10
+    assert set(cluster.stop()) == set(cluster.process_names)
+    assert not alive(pids)
+    assert (cluster.state / "postgres" / "data" / "PG_VERSION").is_file()
+
+    cluster.start()
+    api = cluster.api()
+    runs = api.get("/api/v2/dags/mnist_training_pipeline/dagRuns")["dag_runs"]
+    assert {r["logical_date"][:10] for r in runs} == {DS, "2024-01-02"}
+    run_id = api.trigger("lab1_1_first_dag", DS)
+    api.unpause("lab1_1_first_dag")
+    assert api.wait("lab1_1_first_dag", run_id, timeout=300) == "success"
