@@ -179,7 +179,10 @@ def check(platform: Platform, python: str, pins: list[Pin], sizes: bool) -> tupl
     chosen = pins_for(pins, platform.environment(python))
     with tempfile.TemporaryDirectory() as tmp:
         requirements = Path(tmp, "requirements.txt")
-        requirements.write_text("\n".join(p.line() for p in chosen) + "\n", encoding="utf-8")
+        # dict.fromkeys: `celery[redis]==v` and `celery==v` make the same line here (extras
+        # only matter when dependencies are resolved, which --no-deps does not).
+        lines = dict.fromkeys(p.line() for p in chosen)
+        requirements.write_text("\n".join(lines) + "\n", encoding="utf-8")
         report = Path(tmp, "report.json")
         command = [
             sys.executable, "-m", "pip", "install", "--dry-run", "--quiet",

@@ -28,7 +28,11 @@ cp requirements.lock "$tmp/requirements.lock"
 upgrade=()
 [ -n "${UPGRADE:-}" ] && upgrade=(--upgrade)
 "$tmp/tools/bin/uv" pip compile pyproject.toml --extra dev --universal --generate-hashes \
-    --python-version 3.11 --no-header --quiet ${upgrade[@]+"${upgrade[@]}"} -o "$tmp/requirements.lock"
+    --python-version 3.11 --no-header --quiet --no-strip-extras ${upgrade[@]+"${upgrade[@]}"} \
+    -o "$tmp/requirements.lock"
+# --no-strip-extras keeps `celery[redis]==...`; lock_extras.py adds the plain `celery==...` beside
+# it: pip's --require-hashes mode needs both spellings pinned (the script says why).
+"$tmp/tools/bin/python" scripts/lock_extras.py "$tmp/requirements.lock"
 
 {
     echo "# Exact versions and sha256 hashes of every package in the workbook's environment, for"
@@ -40,5 +44,15 @@ upgrade=()
 mv "$tmp/with-header" requirements.lock
 echo "lock: requirements.lock written: $(grep -cE '^[A-Za-z0-9]' requirements.lock) pins," \
      "$(grep -c -- '--hash=' requirements.lock) hashes"
+
+# A full resolution for this machine (dependencies and extras included, unlike the per-platform
+# checks below, which must use --no-deps): what set-up's pip will do, short of installing.
+echo "lock: pip resolves the lock for this machine (dry run, dependencies included)"
+if ! "$tmp/tools/bin/pip" install --dry-run --quiet --ignore-installed --require-hashes \
+        --disable-pip-version-check -r requirements.lock > "$tmp/dry-run.log" 2>&1; then
+    grep -v 'is ignored' "$tmp/dry-run.log" | tail -n 20 >&2
+    echo "lock: pip cannot install requirements.lock on this machine (above)" >&2
+    exit 1
+fi
 
 "$tmp/tools/bin/python" scripts/check_platforms.py
