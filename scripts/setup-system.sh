@@ -5,8 +5,11 @@
 #   chromium     headless browser for the JupyterLab and Airflow UI tests (~30 s to install)
 #   bubblewrap   the OS sandbox `workbook grade` runs untrusted notebooks in (bwrap)
 #   postgresql, redis-server   the metadata database and broker of `make airflow-cluster`
-#                (only their programs are used: the cluster starts its own private server
-#                of each, on loopback, under .airflow-cluster/; the system ones stay off)
+#                (only their programs are used: the cluster starts its own private server of
+#                each, on loopback and its own ports, under .airflow-cluster/; on a machine
+#                with systemd the packages also start system servers on 5432 and 6379, which
+#                the cluster never uses: `systemctl disable --now postgresql redis-server`)
+# `make test` and `make airflow-cluster` both run this, so either installs all four.
 # Idempotent: does nothing when every command is already on PATH.
 set -euo pipefail
 missing=()

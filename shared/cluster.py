@@ -101,9 +101,11 @@ def alive(pids: set[int]) -> set[int]:
     return pids & set(_processes())
 
 
-def _command_line(pid: int) -> str:
-    done = subprocess.run(["ps", "-p", str(pid), "-o", "command="], capture_output=True, text=True)
-    return done.stdout.strip()
+def _start_time(pid: int) -> str:
+    """When the process started, as ``ps`` prints it (Linux and macOS): with the PID, an
+    identity no other process can have."""
+    done = subprocess.run(["ps", "-p", str(pid), "-o", "lstart="], capture_output=True, text=True)
+    return " ".join(done.stdout.split())
 
 
 def _family(roots: set[int]) -> set[int]:
@@ -131,20 +133,20 @@ class Cluster:
         root: str | os.PathLike[str] | None = None,
         dags: str | os.PathLike[str] | None = None,
         worker_concurrency: int = 1,
-        schedules: bool = True,
+        schedules: bool | None = None,
     ) -> None:
         self.root = Path(root or paths.project_root()).resolve()
         self.state = Path(state or self.root / ".airflow-cluster").resolve()
         self.dags = Path(dags or self.root / "dags").resolve()
         saved = self._saved()
         self.ports = {**DEFAULT_PORTS, **saved.get("ports", {}), **(ports or {})}
-        self.workers = workers or saved.get("workers", 2)
+        self.workers = workers if workers is not None else saved.get("workers", 2)
         if self.workers < 1:
             raise ClusterError(f"workers must be at least 1, not {self.workers}")
         self.worker_concurrency = worker_concurrency
         # False: the scheduler runs only what is triggered, never a DAG's own schedule
         # ([scheduler] use_job_schedule); the tests compare runs without a daily run between.
-        self.schedules = schedules
+        self.schedules = schedules if schedules is not None else saved.get("schedules", True)
         self.url = f"http://127.0.0.1:{self.ports['api']}"
         self.airflow_home = self.state / "airflow"
         self.pids = self.state / "pids"
@@ -153,6 +155,8 @@ class Cluster:
         self.redis_dir = self.state / "redis"
         self.secrets_dir = self.state / "secrets"
         self._children: dict[str, subprocess.Popen] = {}  # started by this process: reaped
+        self._spawned: list[str] = []  # started by the current start() call
+        self._log_offsets: dict[str, int] = {}
 
     # ------------------------------------------------------------------ names and files
 
@@ -178,14 +182,12 @@ class Cluster:
         """The recorded PID of ``name`` if that process still runs and is still ours (a PID
         file can outlive its process, and the number can be reused by another program)."""
         try:
-            pid = int((self.pids / f"{name}.pid").read_text().split()[0])
-        except (FileNotFoundError, ValueError, IndexError):
+            pid_text, started = (self.pids / f"{name}.pid").read_text().split(maxsplit=1)
+            pid = int(pid_text)
+        except (FileNotFoundError, ValueError):
             return None
-        # Celery renames its main process ("[celeryd: worker-1@host:MainProcess] ...").
-        expected = {"postgres": "postgres", "redis": "redis-server"}.get(
-            name, "celery" if name.startswith("worker-") else "airflow"
-        )
-        if _alive(pid) and expected in _command_line(pid):
+        # The start time too: after a reboot the number may belong to any other program.
+        if _alive(pid) and _start_time(pid) == started.strip():
             return pid
         return None
 
@@ -196,6 +198,8 @@ class Cluster:
         path = self.secrets_dir / "secrets.json"
         if path.is_file():
             return json.loads(path.read_text())
+        self.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.secrets_dir, 0o700)
         from cryptography.fernet import Fernet  # Airflow's own dependency
 
         values = {
@@ -272,13 +276,14 @@ class Cluster:
         began = time.perf_counter()
         for folder in (self.state, self.pids, self.logs):
             folder.mkdir(parents=True, exist_ok=True)
-        self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(self.secrets_dir, 0o700)
-        io.atomic_write_json(
-            self.state / "cluster.json", {"ports": self.ports, "workers": self.workers}
-        )
+        io.atomic_write_json(self.state / "cluster.json", {
+            "ports": self.ports, "workers": self.workers, "schedules": self.schedules})  # fmt: skip
         self._write_passwords_file()
+        for extra in sorted(p.stem for p in self.pids.glob("worker-*.pid")):
+            if extra not in self.worker_names:  # fewer workers than last time
+                self.stop_process(extra)
         missing = [name for name in self.process_names if self._pid(name) is None]
+        self._spawned = []
         try:
             self._start_postgres(echo)
             self._start_redis(echo)
@@ -289,7 +294,8 @@ class Cluster:
                         name if name.startswith("worker-") else None))  # fmt: skip
             self._wait_until_healthy(echo)
         except BaseException:
-            self.stop(echo=lambda *a, **k: None)
+            for name in reversed(self._spawned):  # what this call started, not what ran
+                self.stop_process(name)
             raise
         if 0 < len(missing) < len(self.process_names):
             echo(f"cluster: restarted {', '.join(missing)} (the rest was running)")
@@ -323,6 +329,7 @@ class Cluster:
         """Start ``command`` in a session of its own (so stop() can signal it and every
         process it forked as one group), output to logs/<name>.log, PID recorded."""
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
+        self._log_offsets[name] = log.tell()  # readiness is read from this start's lines only
         try:
             proc = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -332,7 +339,8 @@ class Cluster:
         finally:
             log.close()
         self._children[name] = proc
-        io.atomic_write_text(self.pids / f"{name}.pid", f"{proc.pid}\n")
+        self._spawned.append(name)
+        io.atomic_write_text(self.pids / f"{name}.pid", f"{proc.pid} {_start_time(proc.pid)}\n")
         return proc.pid
 
     def _check_started(self, name: str) -> None:
@@ -358,7 +366,6 @@ class Cluster:
             echo(f"cluster: creating the PostgreSQL database in {paths.show(data)}")
             self._initdb(bindir, data, user)
         if self._pid("postgres") is None:
-            (data / "postmaster.pid").unlink(missing_ok=True)  # left by a killed server
             self._spawn("postgres", [
                 str(bindir / "postgres"), "-D", str(data), "-p", str(self.ports["postgres"]),
                 "-c", "listen_addresses=127.0.0.1",
@@ -377,17 +384,22 @@ class Cluster:
         _write_private(pwfile, self.secrets()["postgres"] + "\n")
         if user:
             shutil.chown(pwfile, user, user)
+        # Into a temporary folder, renamed when complete: an initdb cut short (a killed
+        # process, a full disk) leaves no half-made data folder that looks finished.
+        partial = data.with_name(data.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
         try:
             done = subprocess.run([
-                str(bindir / "initdb"), "-D", str(data), "-U", "airflow", f"--pwfile={pwfile}",
+                str(bindir / "initdb"), "-D", str(partial), "-U", "airflow", f"--pwfile={pwfile}",
                 "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-instructions",
             ], capture_output=True, text=True, user=user, group=user,
                extra_groups=[] if user else None, cwd=self.pg_dir)  # fmt: skip
         finally:
             pwfile.unlink(missing_ok=True)
         if done.returncode != 0:
-            shutil.rmtree(data, ignore_errors=True)
+            shutil.rmtree(partial, ignore_errors=True)
             raise ClusterError(f"initdb failed:\n{done.stdout}{done.stderr}")
+        partial.rename(data)
 
     def _pg_connect(self, dbname: str = "airflow", timeout: int = 2):
         import psycopg2
@@ -481,9 +493,18 @@ class Cluster:
             return {}
 
     def _workers_ready(self) -> list[str]:
-        """Workers whose log says Celery is ready to take tasks."""
-        return [w for w in self.worker_names if f"{w}@" in self.log_tail(w, 400)
-                and " ready." in self.log_tail(w, 400)]  # fmt: skip
+        """Workers whose log, since this start, says Celery is ready to take tasks (a worker
+        that was already running counts as ready)."""
+        ready = []
+        for w in self.worker_names:
+            if w not in self._spawned:
+                ready.append(w)
+                continue
+            with open(self.logs / f"{w}.log", "rb") as f:
+                f.seek(self._log_offsets.get(w, 0))
+                if f"{w}@".encode() in (text := f.read()) and b" ready." in text:
+                    ready.append(w)
+        return ready
 
     def _wait_until_healthy(self, echo, timeout: float = 240) -> None:
         parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
@@ -512,10 +533,11 @@ class Cluster:
     # ------------------------------------------------------------------ stop, status
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM, wait: float = 30) -> bool:
-        """Signal ``name``'s process group, wait up to ``wait`` s until no process of it (or
-        its descendants) is left, then SIGKILL what is. PostgreSQL gets SIGINT, its "fast"
-        shutdown (ends sessions, checkpoints; the server exits after its children).
-        Returns whether it was running."""
+        """Signal ``name``'s process group, wait up to ``wait`` s until no process of its
+        family is left (its group, its descendants, and their own groups: Airflow's task
+        runner and the kernels papermill starts leave the worker's group), then SIGKILL
+        whatever is. PostgreSQL gets SIGINT, its "fast" shutdown (it ends its sessions,
+        checkpoints, and exits after its children). Returns whether it was running."""
         pid = self._pid(name)
         if pid is None:
             (self.pids / f"{name}.pid").unlink(missing_ok=True)  # stale: nothing to stop
@@ -525,14 +547,18 @@ class Cluster:
         family = _family({pid})
         _signal_group(pid, sig)
         deadline = time.monotonic() + wait
-        while self._reap(name) and (family & _family({pid})) and time.monotonic() < deadline:
+        while self._reap(name) and time.monotonic() < deadline:
+            family |= _family(family)  # children started since, orphans re-parented
+            if not alive(family):
+                break
             time.sleep(0.2)
-        left = family & _family({pid})
-        if left:
+        deadline = time.monotonic() + 10
+        while (left := alive(family | _family(family))) and time.monotonic() < deadline:
+            family |= left
             for other in left:
                 _signal(other, signal.SIGKILL)
-            while self._reap(name) and family & _family({pid}):
-                time.sleep(0.1)
+            self._reap(name)
+            time.sleep(0.1)
         (self.pids / f"{name}.pid").unlink(missing_ok=True)
         return True
 
@@ -559,6 +585,11 @@ class Cluster:
     def status(self) -> dict[str, int | None]:
         """{process name: PID or None} for every process of the cluster."""
         return {name: self._pid(name) for name in self.process_names}
+
+    def family(self, name: str) -> set[int]:
+        """The live processes of ``name`` (its group, descendants and their groups)."""
+        pid = self._pid(name)
+        return _family({pid}) if pid else set()
 
     def running_pids(self) -> set[int]:
         """Every live process of the cluster (the recorded ones, their process groups and
@@ -640,9 +671,19 @@ def _quote(run_id: str) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write a secret: atomically, then mode 600 (its folder is mode 700 as well)."""
-    io.atomic_write_text(path, text)
-    os.chmod(path, 0o600)
+    """Write a secret atomically with mode 600 from its first byte (mkstemp's mode, kept:
+    io.atomic_write_text would widen it to the umask's before the rename)."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def postgres_bindir() -> Path:
@@ -690,12 +731,13 @@ def _check_traversable(folder: Path, user: str) -> None:
 
 
 def _signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    # PermissionError: the number now belongs to another user's process; not ours to stop.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
 

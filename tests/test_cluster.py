@@ -1,7 +1,8 @@
 """The distributed Airflow (`make airflow-cluster`): PostgreSQL, Redis, CeleryExecutor, two
 Celery workers, all on loopback. One cluster for the module, started from a fresh state
 folder; the tests run the course's DAGs on it through the REST API, break it the ways a
-distributed set-up breaks, and stop it."""
+distributed set-up breaks, and stop it. Each test starts by bringing back whatever an
+earlier one stopped, so each also runs alone (`-k`)."""
 
 from __future__ import annotations
 
@@ -125,6 +126,7 @@ def wait_for_running(api, dag_id: str, run_id: str, task_id=None, timeout: float
 def test_both_dags_run_on_both_workers_as_the_embedded_run_does(cluster, embedded_pipeline):
     from shared.cluster import listening_sockets
 
+    cluster.start()
     api = cluster.api()
     runs = {}
     for dag_id, conf in (("mnist_training_pipeline", PIPELINE_SMOKE),
@@ -132,14 +134,21 @@ def test_both_dags_run_on_both_workers_as_the_embedded_run_does(cluster, embedde
         api.unpause(dag_id)
         runs[dag_id] = api.trigger(dag_id, DS, conf)
 
-    # While both run: every port any process of the cluster listens on is on loopback.
-    listening = listening_sockets(cluster.running_pids())
-    assert {port for _, _, port in listening} >= set(cluster.ports.values())
+    # Every second while both run: every port any process of the cluster listens on (task
+    # runners and the notebooks' kernels included) is on loopback.
+    listening: set[tuple[int, str, int]] = set()
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        listening |= set(listening_sockets(cluster.running_pids()))
+        if all(api.run_state(d, r) in ("success", "failed") for d, r in runs.items()):
+            break
+        time.sleep(1)
+    assert {port for _, _, port in listening} > set(cluster.ports.values()), "kernels' ports too"
     assert {addr for _, addr, _ in listening} <= {"127.0.0.1", "::1"}, listening
 
     hosts: dict[str, list[str]] = {}
     for dag_id, run_id in runs.items():
-        assert api.wait(dag_id, run_id, timeout=600) == "success", cluster.log_tail("scheduler")
+        assert api.wait(dag_id, run_id, timeout=60) == "success", cluster.log_tail("scheduler")
         for ti in api.task_instances(dag_id, run_id):
             assert (ti["state"], ti["queue"]) == ("success", "default"), ti
             hosts.setdefault(ti["hostname"], []).append(f"{dag_id}.{ti['task_id']}")
@@ -159,23 +168,39 @@ def test_both_dags_run_on_both_workers_as_the_embedded_run_does(cluster, embedde
 
 
 def test_a_scheduler_restarted_mid_run_finishes_the_run(cluster):
+    cluster.start()
     api = cluster.api()
+    api.unpause("mnist_training_pipeline")
     run_id = api.trigger("mnist_training_pipeline", "2024-01-02", PIPELINE_SMOKE)
     wait_for_running(api, "mnist_training_pipeline", run_id)
+    before = cluster.status()
     assert cluster.stop_process("scheduler")
     assert cluster.status()["scheduler"] is None
     cluster.start()  # starts what is not running: here the scheduler alone
+    after = cluster.status()
+    assert after["scheduler"] not in (None, before["scheduler"])
+    assert {k: v for k, v in after.items() if k != "scheduler"} == {
+        k: v for k, v in before.items() if k != "scheduler"}  # fmt: skip
     assert api.wait("mnist_training_pipeline", run_id, timeout=600) == "success"
+    tries = {ti["task_id"]: ti["try_number"] for ti in api.task_instances(
+        "mnist_training_pipeline", run_id)}  # fmt: skip
+    assert set(tries.values()) == {1}, f"no task lost its try to the restart: {tries}"
 
 
 def test_a_worker_killed_mid_task_loses_the_task_to_the_other_worker(cluster):
     """SIGKILL (no warm shutdown) of the worker running a notebook: its heartbeat stops, the
     scheduler fails that try after the heartbeat timeout, and the retry (retries=1) runs on
     the worker that is alive. The run succeeds."""
+    from shared.cluster import alive
+
+    cluster.start()
     api = cluster.api()
+    api.unpause("notebook_experiments")
     run_id = api.trigger("notebook_experiments", "2024-01-03", EXPERIMENTS_SMOKE)
     victim = wait_for_running(api, "notebook_experiments", run_id, "run_notebook")
+    doomed = cluster.family(victim["hostname"])  # the worker, its task runner, the kernel
     assert cluster.stop_process(victim["hostname"], signal.SIGKILL, wait=0)
+    assert not alive(doomed), "the whole worker is gone, as with a machine that died"
     assert api.wait("notebook_experiments", run_id, timeout=600) == "success"
     (after,) = [ti for ti in api.task_instances("notebook_experiments", run_id)
                 if ti["task_id"] == "run_notebook" and ti["map_index"] == victim["map_index"]]  # fmt: skip
@@ -184,6 +209,7 @@ def test_a_worker_killed_mid_task_loses_the_task_to_the_other_worker(cluster):
 
 
 def test_without_postgres_the_api_says_so_and_the_cluster_recovers(cluster):
+    cluster.start()
     api = cluster.api()
     api.token()
     assert cluster.stop_process("postgres")
@@ -201,6 +227,11 @@ def test_without_postgres_the_api_says_so_and_the_cluster_recovers(cluster):
 def test_stop_leaves_no_process_and_a_second_start_reuses_the_database(cluster):
     from shared.cluster import alive
 
+    cluster.start()
+    api = cluster.api()
+    api.unpause("lab1_1_first_dag")
+    first = api.trigger("lab1_1_first_dag", "2024-02-01")
+    assert api.wait("lab1_1_first_dag", first, timeout=300) == "success"
     pids = cluster.running_pids()
     assert len(pids) >= 10
     assert set(cluster.stop()) == set(cluster.process_names)
@@ -209,8 +240,7 @@ def test_stop_leaves_no_process_and_a_second_start_reuses_the_database(cluster):
 
     cluster.start()
     api = cluster.api()
-    runs = api.get("/api/v2/dags/mnist_training_pipeline/dagRuns")["dag_runs"]
-    assert {r["logical_date"][:10] for r in runs} == {DS, "2024-01-02"}
+    runs = api.get("/api/v2/dags/lab1_1_first_dag/dagRuns")["dag_runs"]
+    assert first in {r["dag_run_id"] for r in runs}, "the second start kept the database"
     run_id = api.trigger("lab1_1_first_dag", DS)
-    api.unpause("lab1_1_first_dag")
     assert api.wait("lab1_1_first_dag", run_id, timeout=300) == "success"
