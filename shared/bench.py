@@ -283,7 +283,6 @@ def cluster_times() -> dict[str, float]:
     two Celery workers, then one. Everything in temporary folders, on free ports."""
     import json
     import os
-    import socket
     import subprocess
     import sys
     import tempfile
@@ -293,18 +292,13 @@ def cluster_times() -> dict[str, float]:
     from shared import cluster as cl
     from shared import paths
 
-    def free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
     pipeline = ("mnist_training_pipeline", {"config_path": "configs/smoke.yaml", "subset": 1200})
     experiments = ("notebook_experiments", {"overrides": ["data.subset=1200"]})
     times: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="workbook-bench-") as tmp:
         os.chmod(tmp, 0o711)  # PostgreSQL (as the user postgres, when we are root) enters it
         checkout = Path(__file__).resolve().parent.parent
-        ports = {"api": free_port(), "postgres": free_port(), "redis": free_port()}
+        ports = {"api": cl.free_port(), "postgres": cl.free_port(), "redis": cl.free_port()}
 
         def timed_run(c: cl.Cluster, dag_id: str, conf: dict, ds: str) -> float:
             api = c.api()

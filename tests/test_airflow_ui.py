@@ -14,24 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from shared.airflow_api import Api
+
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts" / "screenshots"
-
-
-class Api:
-    def __init__(self, base: str, token: str | None = None):
-        self.base, self.token = base, token
-
-    def call(self, method: str, path: str, body: dict | None = None):
-        req = urllib.request.Request(
-            self.base + path,
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Content-Type": "application/json"}
-            | ({"Authorization": f"Bearer {self.token}"} if self.token else {}),
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read() or b"null")
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
@@ -150,14 +136,13 @@ def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox, free_port, chromium):
         assert oct((home / "passwords.json").stat().st_mode & 0o777) == "0o600"
 
         base = f"http://127.0.0.1:{port}"
+        api = Api(base, "admin", password)
         with pytest.raises(urllib.error.HTTPError) as denied:
-            Api(base).call("GET", "/api/v2/dags")
+            api.get("/api/v2/dags", auth=False)
         assert denied.value.code == 401, "the API refuses calls without a token"
-        token = Api(base).call("POST", "/auth/token", {"username": "admin", "password": password})
-        api = Api(base, token["access_token"])
 
         def listed():
-            dags = {d["dag_id"] for d in api.call("GET", "/api/v2/dags")["dags"]}
+            dags = {d["dag_id"] for d in api.get("/api/v2/dags")["dags"]}
             return (
                 dags
                 if {"lab1_1_first_dag", "mnist_training_pipeline", "notebook_experiments"} <= dags
@@ -165,33 +150,20 @@ def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox, free_port, chromium):
             )
 
         wait_for(listed, 120, "the dag-processor to parse dags/")
-        assert api.call("GET", "/api/v2/importErrors")["total_entries"] == 0
+        assert api.get("/api/v2/importErrors")["total_entries"] == 0
 
-        api.call("PATCH", "/api/v2/dags/lab1_1_first_dag", {"is_paused": False})
-        run = api.call(
-            "POST",
-            "/api/v2/dags/lab1_1_first_dag/dagRuns",
-            {"logical_date": "2024-01-01T00:00:00Z"},
-        )
-
-        def finished():
-            state = api.call("GET", f"/api/v2/dags/lab1_1_first_dag/dagRuns/{run['dag_run_id']}")[
-                "state"
-            ]
-            return state if state in ("success", "failed") else None
-
-        assert wait_for(finished, 240, "the triggered run to finish", interval=2) == "success"
-        tis = api.call(
-            "GET", f"/api/v2/dags/lab1_1_first_dag/dagRuns/{run['dag_run_id']}/taskInstances"
-        )
-        assert {t["task_id"]: t["state"] for t in tis["task_instances"]} == {
+        api.unpause("lab1_1_first_dag")
+        run_id = api.trigger("lab1_1_first_dag", "2024-01-01")
+        assert api.wait("lab1_1_first_dag", run_id, timeout=240) == "success"
+        tis = api.task_instances("lab1_1_first_dag", run_id)
+        assert {t["task_id"]: t["state"] for t in tis} == {
             "make_numbers": "success", "announce": "success", "summarize": "success",
         }  # fmt: skip
         # `make screenshots` copies these two into docs/images/, where Lab 1.1 shows them.
         pngs = screenshot_logged_in(
             chromium(),
             f"{base}/dags/lab1_1_first_dag",
-            token["access_token"],
+            api.token(),
             {view: ARTIFACTS / f"lab1_1_first_dag_{view}.png" for view in ("grid", "graph")},
             tmp_path / "chromium",
             free_port(),
