@@ -92,10 +92,6 @@ def _processes() -> dict[int, tuple[int, int]]:
     return table
 
 
-def _alive(pid: int) -> bool:
-    return pid in _processes()
-
-
 def alive(pids: set[int]) -> set[int]:
     """Those of ``pids`` that are still running (zombies count as gone)."""
     return pids & set(_processes())
@@ -187,7 +183,7 @@ class Cluster:
         except (FileNotFoundError, ValueError):
             return None
         # The start time too: after a reboot the number may belong to any other program.
-        if _alive(pid) and _start_time(pid) == started.strip():
+        if alive({pid}) and _start_time(pid) == started.strip():
             return pid
         return None
 
