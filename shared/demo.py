@@ -42,7 +42,8 @@ def step_train() -> str:
     m = result.metrics
     return (
         f"{m['model']} ({m['parameters']:,} parameters): test accuracy {m['test']['accuracy']:.2%} "
-        f"after {m['epochs_completed']} epochs, {m['train_seconds']:.1f} s of training; "
+        f"after {m['epochs_completed']} epoch{'s' if m['epochs_completed'] != 1 else ''}, "
+        f"{m['train_seconds']:.1f} s of training; "
         f"run folder {result.run_dir}"
     )
 

@@ -35,7 +35,7 @@ import nbformat
 from shared import paths, sandbox
 from shared.gradebook import FAIL, NOT_RUN, PASS, CheckResult, ExecutionError, Report
 from shared.guard import ROOTS_ENV, SITECUSTOMIZE
-from shared.io import atomic_write_text
+from shared.io import atomic_write_text, tqdm_disable
 from shared.notebooks import KERNEL_NAME
 from shared.sandbox import Limits
 from shared.suites import LABS, Lab
@@ -311,9 +311,12 @@ def _check_cell(lab: Lab, check_id: str) -> nbformat.NotebookNode:
     )
 
 
-def _prepare(nb: nbformat.NotebookNode, lab: Lab) -> tuple[nbformat.NotebookNode, list[int]]:
-    """The notebook to execute (parameters injected, check cells appended) and, per cell
-    of the submission, its number as the learner counts it (1 = the top cell)."""
+def _prepare(
+    nb: nbformat.NotebookNode, lab: Lab, measure: bool = True
+) -> tuple[nbformat.NotebookNode, list[int]]:
+    """The notebook to execute (parameters injected, check cells appended; measurements
+    only with ``measure``) and, per cell of the submission, its number as the learner
+    counts it (1 = the top cell)."""
     import copy
 
     from papermill.parameterize import parameterize_notebook
@@ -329,7 +332,7 @@ def _prepare(nb: nbformat.NotebookNode, lab: Lab) -> tuple[nbformat.NotebookNode
         last = cell.metadata.pop("workbook_cell", last)
         numbers.append(last)
     run.cells.append(_loader_cell())
-    run.cells.extend(_check_cell(lab, c.id) for c in lab.checks)
+    run.cells.extend(_check_cell(lab, c.id) for c in lab.checks if measure or not c.measures)
     return run, numbers
 
 
@@ -401,8 +404,39 @@ def _run_submission(client, run_nb, numbers, timeout: int, report: Report) -> No
                 return
 
 
-def _run_checks(client, run_nb, lab: Lab) -> tuple[dict[str, tuple[str, str]], str]:
-    """The appended check cells: {check id: (status, hint)}, and why the rest did not run."""
+def measurement(outputs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The figures a measuring check printed (its last ``checks.SPEEDRUN_MARK`` line), with
+    the types the leaderboard needs; None when there is no such line or it is malformed."""
+    import json
+
+    from shared.checks import SPEEDRUN_MARK
+
+    lines = [
+        line
+        for out in outputs
+        if out.get("output_type") == "stream"
+        for line in str(out.get("text", "")).splitlines()
+        if line.startswith(SPEEDRUN_MARK)
+    ]
+    if not lines:
+        return None
+    try:
+        record = json.loads(lines[-1][len(SPEEDRUN_MARK) :])
+        out = {k: record[k] for k in ("seconds_to_99", "epochs_to_99")}
+        out["final_accuracy"] = float(record["final_accuracy"])
+        out["full_data"] = bool(record["full_data"])
+        for k in ("seconds_to_99", "epochs_to_99"):
+            out[k] = None if out[k] is None else float(out[k])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return out
+
+
+def _run_checks(
+    client, run_nb, lab: Lab, measurements: dict[str, Any] | None = None
+) -> tuple[dict[str, tuple[str, str]], str]:
+    """The appended check cells: {check id: (status, hint)}, and why the rest did not run.
+    A measuring check that passed adds its figures to ``measurements``."""
     results: dict[str, tuple[str, str]] = {}
     for index, cell in enumerate(run_nb.cells):
         if CHECK_TAG not in cell.metadata.get("tags", []):
@@ -418,6 +452,10 @@ def _run_checks(client, run_nb, lab: Lab) -> tuple[dict[str, tuple[str, str]], s
             results[check.id] = (FAIL, f"the check timed out after {check.timeout} s")
             return results, "an earlier check timed out"
         results[check.id] = _classify(reply, check.what)
+        if check.measures and results[check.id][0] == PASS and measurements is not None:
+            figures = measurement(cell.outputs)
+            if figures is not None:
+                measurements[check.id] = figures
     return results, ""
 
 
@@ -470,7 +508,7 @@ def _execute(
                 reason = f"{MEMORY_EXCEEDED} ({limits.memory_mb} MB)"
                 report.message = reason
             if not reason:
-                results, reason = _run_checks(client, run_nb, lab)
+                results, reason = _run_checks(client, run_nb, lab, report.measurements)
     except DeadKernelError:
         if cgroup is not None and cgroup.oom_killed():
             report.status = MEMORY_EXCEEDED
@@ -487,7 +525,10 @@ def _execute(
             cgroup.kill_all()
             cgroup.remove()
     report.output_truncated = client.truncated
+    appended = {cell.metadata.get("workbook_check") for cell in run_nb.cells}
     for c in lab.checks:
+        if c.id not in appended:  # a measurement this grading was not asked for
+            continue
         status, hint = results.get(c.id, (NOT_RUN, reason))
         report.checks.append(
             CheckResult(
@@ -509,6 +550,7 @@ def grade(
     sandbox_mode: str = "auto",
     name: str = "",
     hide: Sequence[str | os.PathLike[str]] = (),
+    measure: bool = True,
 ) -> Report:
     """Grade one notebook; never raises for a bad submission (the report says what happened).
 
@@ -517,6 +559,8 @@ def grade(
     ``sandbox_mode``: "auto" (bubblewrap where it works), "bwrap" (required) or "none".
     ``hide``: more folders bubblewrap hides from the kernel; the notebook's own folder and
     the executed copy's are always hidden (other learners' work, the results).
+    ``measure``: also run the measuring checks (Lab 1.2's speedrun: about 10 s of training
+    on the full data); without it they are left out of the report.
     """
     from shared.notebooks import dumps
 
@@ -541,7 +585,7 @@ def grade(
         box = make_sandbox(Path(tmp) / "box")
         box["log"] = Path(tmp) / "kernel.log"
         shutil.copyfile(path, box["cwd"] / lab.notebook)
-        run_nb, numbers = _prepare(nb, lab)
+        run_nb, numbers = _prepare(nb, lab, measure)
         _execute(run_nb, numbers, lab, box, timeout, report, limits or Limits(), kind, hidden)
         if executed_to is not None:
             atomic_write_text(Path(executed_to), dumps(run_nb))
@@ -589,9 +633,11 @@ def grade_many(
     on_report: Callable[[Report], None] | None = None,
     limits: Limits | None = None,
     sandbox_mode: str = "auto",
+    measure: bool = True,
 ) -> list[Report]:
     """Grade every notebook (``jobs`` at a time), in input order; one bad submission (a crash,
-    a timeout, a grader error) becomes its own report and the batch goes on."""
+    a timeout, a grader error) becomes its own report and the batch goes on. Measurements
+    (``measure``) taken ``jobs`` at a time share the cores: for a fair leaderboard, jobs=1."""
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import replace
 
@@ -616,13 +662,16 @@ def grade_many(
         nb_path, name = item
         executed = None if executed_dir is None else Path(executed_dir) / name
         return grade_safely(
-            nb_path, lab_id, timeout, executed, limits, sandbox_mode, name=name, hide=hide
-        )
+            nb_path, lab_id, timeout, executed, limits, sandbox_mode, name=name, hide=hide,
+            measure=measure,
+        )  # fmt: skip
 
     reports: list[Report] = []
     with (
         ThreadPoolExecutor(max_workers=max(1, jobs)) as pool,
-        tqdm(total=len(notebooks), desc="grading", unit="nb", disable=not progress) as bar,
+        tqdm(
+            total=len(notebooks), desc="grading", unit="nb", disable=tqdm_disable(progress)
+        ) as bar,
     ):
         for report in pool.map(one, zip(notebooks, names, strict=True)):
             reports.append(report)

@@ -52,6 +52,8 @@ class Report:
     name: str = ""  # how a batch names it: its path relative to the folder all share
     sandbox: str = ""  # which sandbox ran it (shared.sandbox.describe)
     limits: str = ""  # the limits it ran under
+    # figures the measuring checks printed, by check id (Lab 1.2: {"speedrun": {...}})
+    measurements: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -119,6 +121,13 @@ class Report:
         for e in self.errors:
             if e.stopped:
                 lines.append(f"  execution stopped at cell {e.cell}: {e.error}")
+        m = self.measurements.get("speedrun")
+        if m is not None:
+            lines.append(
+                f"  speedrun: {_time_to_99(self)}"
+                + (" s to 99.0 %" if m["seconds_to_99"] is not None and m["full_data"] else "")
+                + f", final test accuracy {m['final_accuracy']:.2%}"
+            )
         if self.message:
             lines.append(f"  {self.message}")
         if self.output_truncated:
@@ -145,6 +154,9 @@ def table(reports: Sequence[Report]) -> tuple[list[str], list[dict[str, Any]]]:
     checks = _columns(reports)
     header = ["submission", "lab", "status", "score", "max_score", "passed", *checks, "error"]
     header.append("sandbox")
+    timed = any("speedrun" in r.measurements for r in reports)
+    if timed:
+        header.append("time_to_99")
     rows = []
     for r in reports:
         by_id = {c.id: c.status for c in r.checks}
@@ -158,7 +170,60 @@ def table(reports: Sequence[Report]) -> tuple[list[str], list[dict[str, Any]]]:
                 "sandbox": r.sandbox,
             }
         )  # fmt: skip
+        if timed:
+            rows[-1]["time_to_99"] = _time_to_99(r)
     return header, rows
+
+
+def _time_to_99(report: Report) -> str:
+    """The speedrun column: seconds of training to 99.0 %, "not reached", or empty."""
+    m = report.measurements.get("speedrun")
+    if m is None:
+        return ""
+    if m["seconds_to_99"] is None or not m["full_data"]:
+        return "not reached"
+    return f"{m['seconds_to_99']:.2f}"
+
+
+def leaderboard(reports: Sequence[Report]) -> list[str]:
+    """Markdown lines: the speedrun's ranking (fastest time to 99.0 % first, ties broken by
+    the higher final accuracy), then, unranked, the measured runs that never reached 99 %."""
+    measured = [(r, r.measurements["speedrun"]) for r in reports if "speedrun" in r.measurements]
+    if not measured:
+        return []
+    reached = [(r, m) for r, m in measured if m["seconds_to_99"] is not None and m["full_data"]]
+    reached.sort(key=lambda rm: (round(rm[1]["seconds_to_99"], 2), -rm[1]["final_accuracy"]))
+    lines = [
+        "",
+        "## Speedrun leaderboard",
+        "",
+        "Seconds of training until the test accuracy first reached 99.0 % (read every eighth "
+        "of an epoch, the clock paused), measured by the grader on the full data as "
+        "`workbook bench` measures; ties go to the higher final accuracy. Times are fair "
+        "between submissions graded one at a time (`--jobs 1`) on one machine.",
+        "",
+        "| rank | submission | time to 99.0 % | epochs | final test accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    rank, previous = 0, None
+    for i, (r, m) in enumerate(reached, 1):
+        key = (round(m["seconds_to_99"], 2), m["final_accuracy"])
+        rank = rank if key == previous else i  # an exact tie shares its rank
+        previous = key
+        lines.append(
+            f"| {rank} | {_md(r.label)} | {m['seconds_to_99']:.2f} s | {m['epochs_to_99']:.3f} "
+            f"| {m['final_accuracy']:.2%} |"
+        )
+    ranked = {id(r) for r, _ in reached}
+    for r, m in measured:
+        if id(r) in ranked:
+            continue
+        lines.append(f"| – | {_md(r.label)} | not reached | – | {m['final_accuracy']:.2%} |")
+    return lines
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|")
 
 
 def spreadsheet_safe(value: Any) -> Any:
@@ -196,7 +261,8 @@ def to_markdown(reports: Sequence[Report]) -> str:
     ]
     for row in rows:
         cells = [symbol.get(v, v) if k not in ("status", "error") else v for k, v in row.items()]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+        lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    lines += leaderboard(reports)
     return "\n".join(lines) + "\n"
 
 

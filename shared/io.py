@@ -95,3 +95,15 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tqdm_disable(progress: bool) -> bool | None:
+    """tqdm's ``disable`` for a bar that is wanted when ``progress``: off where output is not
+    a terminal (tqdm reads ``None`` so), or logs (Airflow, CI, `make demo` into a file) fill
+    with carriage-return floods. A notebook's output is no terminal either but shows
+    tqdm.auto's widget bar, so inside a Jupyter kernel the bar stays on."""
+    import sys
+
+    if not progress:
+        return True
+    return False if "ipykernel" in sys.modules else None

@@ -32,12 +32,16 @@ from torch import nn
 
 from shared import paths
 from shared.config import Config, TrainingConfig, save_config
-from shared.io import atomic_path, atomic_write_json
+from shared.io import atomic_path, atomic_write_json, tqdm_disable
 
 CHECKPOINT_FORMAT = 1
 
 
 # --------------------------------------------------------------------------- set-up
+
+
+class DeviceError(RuntimeError):
+    """The config (or a command line) asks for a device this machine does not have."""
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -46,9 +50,9 @@ def select_device(preference: str = "auto") -> torch.device:
     if preference == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if preference == "cuda" and not cuda:
-        raise RuntimeError("training.device: 'cuda' requested but no CUDA GPU is available")
+        raise DeviceError("training.device: 'cuda' requested but no CUDA GPU is available")
     if preference == "mps" and not mps:
-        raise RuntimeError("training.device: 'mps' requested but Apple MPS is not available")
+        raise DeviceError("training.device: 'mps' requested but Apple MPS is not available")
     return torch.device(preference)
 
 
@@ -64,11 +68,14 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
-    params, lr, wd = model.parameters(), cfg.learning_rate, cfg.weight_decay
+    params, lr, wd = list(model.parameters()), cfg.learning_rate, cfg.weight_decay
+    # Adam's fused kernel updates every parameter in one pass: 0.35 ms per step instead of
+    # 0.8 ms for the default per-tensor loop (the default CNN, 2 CPU cores), 3 % of an epoch.
+    fused = {"fused": True} if params and params[0].device.type in ("cpu", "cuda") else {}
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), weight_decay=wd, **fused)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.betas), weight_decay=wd, **fused)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=wd)
     if cfg.optimizer == "adadelta":
@@ -97,8 +104,11 @@ def make_schedule(
 ) -> Schedule:
     total = cfg.epochs * steps_per_epoch
     if cfg.scheduler == "onecycle":
+        # cycle_momentum=False: by default OneCycleLR also cycles momentum (Adam's beta1,
+        # 0.95 -> 0.85 -> 0.95), silently overriding training.betas. Off, the config's
+        # betas apply; [0.7, 0.9] measured 99.05 % mean, every seed of 0-4 at 99.0 % or more.
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.learning_rate, total_steps=total
+            optimizer, max_lr=cfg.learning_rate, total_steps=total, cycle_momentum=False
         )
         return Schedule(sched, per_batch=True)
     if cfg.scheduler == "cosine":
@@ -131,8 +141,12 @@ def train_one_epoch(
 
     model.train()
     start = time.perf_counter()
-    total_loss, correct, seen = 0.0, 0, 0
-    bar = tqdm(batches, desc=desc, leave=False, disable=not progress, unit="batch")
+    # Running sums stay tensors on the device: ``.item()`` every step would make the CPU
+    # wait for a GPU after each batch (on an H100 that wait is most of a step's time).
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    bar = tqdm(batches, desc=desc, leave=False, disable=tqdm_disable(progress), unit="batch")
     for step, (images, labels) in enumerate(bar):
         images, labels = images.to(device), labels.to(device)
         optimizer.zero_grad(set_to_none=True)
@@ -143,15 +157,16 @@ def train_one_epoch(
         if schedule is not None:
             schedule.batch_done()
         n = len(labels)
-        total_loss += loss.item() * n
-        correct += (logits.argmax(1) == labels).sum().item()
+        total_loss += loss.detach() * n
+        correct += (logits.argmax(1) == labels).sum()
         seen += n
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", refresh=False)
+        if not bar.disable and step % 20 == 0:  # a read of the loss syncs: not every step
+            bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", refresh=False)
         if after_step is not None:
             after_step(step)
     return {
-        "loss": total_loss / max(seen, 1),
-        "accuracy": correct / max(seen, 1),
+        "loss": total_loss.item() / max(seen, 1),
+        "accuracy": correct.item() / max(seen, 1),
         "n": seen,
         "seconds": time.perf_counter() - start,
     }
@@ -338,13 +353,16 @@ def run_dir_for(config: Config) -> Path:
     return paths.resolve(config.output.root) / config.run_id()
 
 
-def _batches(split, cfg: Config, shuffle: bool, dist_info: Dist):
+def _batches(split, cfg: Config, shuffle: bool, dist_info: Dist, device: torch.device):
     from shared import data
 
     kw = {"rank": dist_info.rank, "world_size": dist_info.world_size} if shuffle else {}
     if cfg.data.loader == "dataloader":
         return data.dataloader_batches(split, cfg.training.batch_size, shuffle, cfg.seed, **kw)
-    return data.tensor_batches(split, cfg.training.batch_size, shuffle, cfg.seed, **kw)
+    # the tensor path keeps the split on the training device (a GPU's memory, if any)
+    return data.tensor_batches(
+        split, cfg.training.batch_size, shuffle, cfg.seed, device=device, **kw
+    )
 
 
 def _set_epoch(batches, epoch: int, seed: int) -> None:
@@ -397,9 +415,9 @@ def fit(
             config.seed,
             config.data.subset,
         )
-    train_batches = _batches(splits.train, config, shuffle=True, dist_info=dist_info)
-    val_batches = _batches(splits.val, config, shuffle=False, dist_info=dist_info)
-    test_batches = _batches(splits.test, config, shuffle=False, dist_info=dist_info)
+    train_batches = _batches(splits.train, config, True, dist_info, device)
+    val_batches = _batches(splits.val, config, False, dist_info, device)
+    test_batches = _batches(splits.test, config, False, dist_info, device)
 
     model = build_model(config.model).to(device)
     optimizer = make_optimizer(model, config.training)

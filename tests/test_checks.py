@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from shared import checks, labs, suites
 
@@ -413,3 +414,42 @@ def test_labs_export_without_answers_keeps_stubs_hints_and_points(tmp_path):
         assert "<summary>Show the answer</summary>" not in text
         assert ("<summary>Show a hint</summary>" in text) and ("when graded" in text)
     assert labs.build(REPO / "solutions", out, write=False, answers=False) == []
+
+
+class _TinyNet(torch.nn.Module):
+    def __init__(self, outputs: int = 10) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, outputs))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def test_speedrun_measures_a_net_and_prints_the_line_the_grader_reads(capsys, mnist_root):
+    from shared import grade
+
+    result = checks.speedrun(_TinyNet, {"batch_size": 64, "learning_rate": 0.01}, subset=1200)
+    out = capsys.readouterr().out
+    assert "99.0 % not reached in 1 epoch(s)" in out  # the smoke subset is a rehearsal
+    figures = grade.measurement([{"output_type": "stream", "text": out}])
+    assert figures["full_data"] is False and figures["seconds_to_99"] is None
+    assert figures["final_accuracy"] == result.final_accuracy > 0.5  # it learned something
+    assert len(result.trace) == 8  # read every eighth of the epoch
+
+
+@pytest.mark.parametrize(
+    ("net", "recipe", "message"),
+    [
+        (_TinyNet, {"epochs": 9}, "speedrun_recipe['epochs'] is 9; expected an integer in [1, 3]"),
+        (_TinyNet, {"batch": 64}, "unknown keys ['batch']"),
+        (_TinyNet, {"betas": [0.9, True]}, "expected two numbers in [0, 1)"),
+        (_TinyNet, {"learning_rate": "0.01"}, "expected a number in [1e-05, 1.0]"),
+        (_TinyNet, [128, 0.006], "speedrun_recipe is a list"),
+        (lambda: _TinyNet(5), {}, "expected (2, 10) logits"),
+        (lambda: "not a module", {}, "expected an nn.Module"),
+    ],
+)
+def test_speedrun_names_what_is_wrong(net, recipe, message, mnist_root):
+    with pytest.raises(checks.CheckFailed) as err:
+        checks.speedrun(net, recipe, subset=1200)
+    assert message in str(err.value)

@@ -28,7 +28,7 @@ def test_every_config_file_loads(path):
 
 def test_course_style_access_and_defaults():
     cfg = load_config("configs/default.yaml")
-    assert cfg["training"]["learning_rate"] == cfg.training.learning_rate == 0.02
+    assert cfg["training"]["learning_rate"] == cfg.training.learning_rate == 0.006
     assert cfg["training"]["batch_size"] == 128
     with pytest.raises(KeyError, match="known keys"):
         cfg["training"]["lr"]

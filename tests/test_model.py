@@ -19,10 +19,10 @@ def test_models_map_a_batch_to_ten_logits(name):
 def test_parameter_counts_follow_the_sizes():
     # 784*128+128 + 128*10+10
     assert count_parameters(MLP([128])) == 101_770
-    # conv 1->16 (160) + 16->32 (4,640) + fc 1568->256 (401,664) + 256->10 (2,570)
-    assert count_parameters(CNN([16, 32], 256, batch_norm=False)) == 409_034
+    # conv 5x5 1->16 (416) + 3x3 16->32 (4,640) + fc 800->256 (205,056) + 256->10 (2,570)
+    assert count_parameters(CNN([16, 32], 256, batch_norm=False)) == 212_682
     # with BatchNorm the convs lose their biases (-48) and each BN has a scale and shift (+96)
-    assert count_parameters(CNN([16, 32], 256)) == 409_082
+    assert count_parameters(CNN([16, 32], 256, batch_norm=True)) == 212_730
     frozen = MLP([8])
     frozen.net[1].weight.requires_grad_(False)
     assert count_parameters(frozen) == count_parameters(frozen, trainable_only=False) - 784 * 8
