@@ -401,6 +401,8 @@ def speedrun(net_class: Callable, recipe: dict[str, Any], subset: int | None = N
     import torch
 
     from shared import bench, data, paths
+    from shared.config import TrainingConfig
+    from shared.train import make_optimizer, make_schedule
 
     r = _speedrun_recipe(recipe)
     splits = data.load_splits(paths.data_root(), 0.1, 0, subset)
@@ -414,17 +416,15 @@ def speedrun(net_class: Callable, recipe: dict[str, Any], subset: int | None = N
     assert shape == (2, 10), f"SpeedNet maps (2, 1, 28, 28) to {shape}; expected (2, 10) logits"
     batches = data.tensor_batches(splits.train, r["batch_size"], True, 0)
     test = data.tensor_batches(splits.test, 1000, False, 0)
-    # the optimizer and schedule shared.train builds for a config (fused Adam; one-cycle
-    # without its momentum cycle, so the recipe's betas are the ones used)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=r["learning_rate"], betas=tuple(r["betas"]), fused=True
-    )
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=r["learning_rate"], total_steps=r["epochs"] * len(batches),
-        cycle_momentum=False,
+    # the optimizer and schedule shared.train builds for a config with these values
+    training = TrainingConfig(
+        epochs=r["epochs"], batch_size=r["batch_size"], learning_rate=r["learning_rate"],
+        betas=r["betas"], optimizer="adam", scheduler="onecycle", progress=False,
     )  # fmt: skip
+    optimizer = make_optimizer(model, training)
+    schedule = make_schedule(optimizer, training, len(batches))
     result = bench.time_to_target(
-        "speedrun", model, optimizer, batches, test, r["epochs"], per_batch=schedule.step,
+        "speedrun", model, optimizer, batches, test, r["epochs"], per_batch=schedule.batch_done,
         set_epoch=batches.set_epoch, stop_at_target=False, seed=0, log=lambda *_: None,
     )  # fmt: skip
     if result.seconds_to_target is None:
