@@ -15,7 +15,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup demo test test-fast lint format lab airflow airflow-stop airflow-cluster airflow-cluster-stop screenshots bench lock check-platforms clean distclean
+.PHONY: help setup demo test test-fast lint format lab site site-serve airflow airflow-stop airflow-cluster airflow-cluster-stop screenshots bench lock check-platforms clean distclean
 
 help: ## list the targets
 	@echo "MLOps Foundations workbook"
@@ -47,6 +47,16 @@ format: ## apply ruff's formatting and safe fixes
 
 lab: setup ## JupyterLab on 127.0.0.1, opened at the course notebooks
 	@scripts/lab.sh
+
+# SOLUTIONS=1: the instructor build (each exercise's solution under it, collapsed), kept apart
+# in site-instructors/ so the learner site in site/ never carries solutions.
+SITE_FLAGS := $(if $(filter 1 yes true,$(SOLUTIONS)),--solutions)
+
+site: setup ## the course as a static website in site/ (offline; SOLUTIONS=1: instructor build)
+	@$(BIN)/workbook site build $(SITE_FLAGS)
+
+site-serve: site ## build, then serve the site on http://127.0.0.1:8000 (PORT=... to change)
+	@$(BIN)/workbook site serve $(SITE_FLAGS) --port $(or $(PORT),8000)
 
 airflow: setup ## the Airflow UI on http://127.0.0.1:8080 (api-server, scheduler, dag-processor)
 	@scripts/airflow.sh start
@@ -80,7 +90,7 @@ check-platforms: setup ## ask the registry: does the lock install on Linux/macOS
 	@$(BIN)/python scripts/check_platforms.py --sizes
 
 clean: airflow-stop airflow-cluster-stop ## remove runs, Airflow's homes (the cluster's database too) and caches (keeps .venv and data/)
-	rm -rf runs registry .airflow .airflow-cluster artifacts .pytest_cache .ruff_cache
+	rm -rf runs registry .airflow .airflow-cluster artifacts site site-instructors .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
 
 distclean: clean ## also remove .venv and data/ (the next make sets everything up again)

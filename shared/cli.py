@@ -168,6 +168,22 @@ def _cmd_labs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_site(args: argparse.Namespace) -> int:
+    from shared import site
+
+    out = Path(args.out) if args.out else site.output_dir(args.solutions)
+    try:
+        if args.site_command == "serve":
+            site.serve(out, port=args.port)
+            return EXIT_OK
+        result = site.build(solutions=args.solutions, out=out)
+    except site.SiteError as exc:
+        print(f"workbook site {args.site_command}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(site.summary(result))
+    return EXIT_OK
+
+
 def _parse_params(pairs: Sequence[Sequence[str]]) -> dict:
     from shared.config import parse_override
 
@@ -496,6 +512,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-answers", action="store_true", help="leave out every 'Show the answer' block"
     )
     export.set_defaults(func=_cmd_labs)
+
+    site_p = sub.add_parser(
+        "site", help="the course as a static website (MkDocs Material), built offline"
+    )
+    site_sub = site_p.add_subparsers(dest="site_command", required=True, metavar="ACTION")
+    site_build = site_sub.add_parser(
+        "build",
+        help="build site/: the pages, every notebook with the outputs of a current smoke run "
+        "(reused from make demo, else executed), the DAGs, the experiments",
+    )
+    site_serve = site_sub.add_parser(
+        "serve", help="serve the built site on 127.0.0.1 (prints the URL; Ctrl-C stops)"
+    )
+    site_serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    for action in (site_build, site_serve):
+        action.add_argument(
+            "--solutions",
+            action="store_true",
+            help="the instructor build: solutions under each exercise, collapsed "
+            "(in site-instructors/)",
+        )
+        action.add_argument("--out", help="the site's folder (default site/ or site-instructors/)")
+        action.set_defaults(func=_cmd_site)
 
     run = sub.add_parser(
         "run",

@@ -56,15 +56,25 @@ SMOKE_NOTEBOOK_PARAMS = {
 DEMO_DS = "2024-01-01"
 
 
+def smoke_params(notebook_name: str) -> dict:
+    """The papermill parameters of a solution's smoke run: the demo's, the site's and the
+    tests' (one execution of each notebook can serve all three)."""
+    return {"config_path": "configs/smoke.yaml", **SMOKE_NOTEBOOK_PARAMS.get(notebook_name, {})}
+
+
+def executed_dir():
+    """Where the demo (and ``make site``) keep the solutions' smoke executions."""
+    return paths.runs_root() / "demo" / "notebooks"
+
+
 def step_notebooks() -> str:
     from shared import experiments, labs
 
-    out_dir = paths.runs_root() / "demo" / "notebooks"
+    out_dir = executed_dir()
     done = []
     for nb in labs.solution_files(paths.project_root() / "solutions"):
-        params = {"config_path": "configs/smoke.yaml", **SMOKE_NOTEBOOK_PARAMS.get(nb.name, {})}
         start = time.perf_counter()
-        experiments.run_notebook(nb, out_dir / nb.name, params, timeout=600)
+        experiments.run_recorded(nb, out_dir / nb.name, smoke_params(nb.name), timeout=600)
         done.append(f"{nb.stem} {time.perf_counter() - start:.0f} s")
         print(f"  executed {nb.name}")
     return (

@@ -69,6 +69,80 @@ def run_notebook(
     return output
 
 
+#: What an executed notebook's outputs depend on besides the notebook and its parameters:
+#: the configs it reads, the package it imports (the site's own builder excepted: it only
+#: reads outputs) and the locked environment. ``make demo`` and ``make site`` record this key
+#: beside each execution, so the site reuses an execution that is still current.
+_KEY_GLOBS = ("configs/**/*.yaml", "shared/**/*.py", "requirements.lock")
+_KEY_EXCLUDED = {"shared/site.py"}
+
+
+def execution_key(notebook: str | os.PathLike[str], parameters: dict[str, Any]) -> str:
+    """sha256 of the notebook, its parameters and everything in ``_KEY_GLOBS`` of the
+    checkout this package lives in (a sandbox project links its configs from there)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(Path(notebook).read_bytes())
+    digest.update(json.dumps(parameters, sort_keys=True).encode())
+    for pattern in _KEY_GLOBS:
+        for path in sorted(root.glob(pattern)):
+            rel = path.relative_to(root).as_posix()
+            if rel not in _KEY_EXCLUDED and "__pycache__" not in rel:
+                digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _record_path(output: Path) -> Path:
+    return output.with_name(output.name + ".run.json")
+
+
+def run_recorded(
+    notebook: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    parameters: dict[str, Any],
+    timeout: int = 600,
+) -> Path:
+    """``run_notebook``, then a record beside ``output`` (``<name>.run.json``: the execution
+    key, the parameters, the project root it ran in, when and how long), written only after
+    a successful run, so a failed or interrupted run is never taken for a current one."""
+    import datetime
+    import time
+
+    from shared.paths import project_root
+
+    notebook, output = Path(notebook), Path(output)
+    key = execution_key(notebook, parameters)  # before the run: what it ran against
+    _record_path(output).unlink(missing_ok=True)
+    start = time.perf_counter()
+    run_notebook(notebook, output, parameters, timeout=timeout)
+    record = {
+        "key": key,
+        "notebook": notebook.name,
+        "parameters": parameters,
+        "root": str(project_root()),
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    atomic_write_text(_record_path(output), json.dumps(record, indent=2) + "\n")
+    return output
+
+
+def current_record(
+    notebook: str | os.PathLike[str], output: str | os.PathLike[str], parameters: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The record of ``output`` if it is an execution of ``notebook`` with ``parameters``
+    against the files as they are now (the same key); None if missing or stale."""
+    output = Path(output)
+    try:
+        record = json.loads(_record_path(output).read_text())
+    except (OSError, ValueError):
+        return None
+    if not output.is_file() or record.get("key") != execution_key(notebook, parameters):
+        return None
+    return record
+
+
 def record_run(
     config, result: dict[str, Any], seconds: float, run_dir: str | os.PathLike[str] | None = None
 ) -> Path:

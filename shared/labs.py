@@ -41,6 +41,7 @@ from __future__ import annotations
 import ast
 import copy
 import hashlib
+import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,8 +192,11 @@ def _points_line(checks) -> str:
         what = re.sub(r"\s*\(hidden[^)]*\)", "", c.what)
         kind = "the self-check below" if c.public else "a hidden check, on inputs you do not see"
         extra = "; a bonus, not needed to pass" if not c.required else ""
-        parts.append(f"{c.points} · {what} ({kind}{extra})")
-    lines = [f"**{total} point{'s' if total != 1 else ''}** when graded:"]
+        # escaped: a check saying "<root>/<stage>" would otherwise be an HTML tag, invisible
+        parts.append(f"{c.points} · {html.escape(what, quote=False)} ({kind}{extra})")
+    # the blank line: Markdown renderers other than JupyterLab's (the website's) need it
+    # before a list
+    lines = [f"**{total} point{'s' if total != 1 else ''}** when graded:", ""]
     lines += [f"- {p}" for p in parts]
     return "\n".join(lines)
 

@@ -131,49 +131,39 @@ def chromium():
     return chromium_command
 
 
-#: The parameters each solution runs with on the smoke config (Lab 1.3 also shrinks its
-#: experiments to the smoke subset).
-SMOKE_PARAMS = {
-    "00_mlops_lifecycle.ipynb": {"config_path": "configs/smoke.yaml"},
-    "01_lab1_1_first_airflow_dag.ipynb": {"config_path": "configs/smoke.yaml"},
-    "02_lab1_2_pytorch_training.ipynb": {"config_path": "configs/smoke.yaml"},
-    "03_lab1_3_config_driven_training.ipynb": {
-        "config_path": "configs/smoke.yaml",
-        "overrides": ["data.subset=1200"],
-    },
-}
-
-
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """``smoke_run(name)`` executes ``solutions/<name>`` on the smoke config with papermill,
-    once per session, in a project sandbox of its own, and returns (executed notebook,
-    project root, seconds, error or None). Tests that read the same execution share it
-    (the notebook tests and the notebook-vs-DAG parity test)."""
+    """``smoke_run(name)`` executes ``solutions/<name>`` on the smoke config with papermill
+    (the demo's parameters, ``demo.smoke_params``), once per session, each in a project
+    sandbox of its own, and returns (executed notebook, project root, seconds, error or
+    None). Tests that read the same execution share it: the notebook tests, the
+    notebook-vs-DAG parity test and the website (the executions land side by side in one
+    folder, ``smoke_run.folder``, each with its run record, as ``make demo`` leaves them)."""
     import time
 
-    from shared import experiments
+    from shared import demo, experiments
 
+    folder = tmp_path_factory.mktemp("executed")
     done: dict[str, tuple[Path, Path, float, Exception | None]] = {}
 
     def run(name: str):
         if name not in done:
-            base = tmp_path_factory.mktemp(name.split("_")[0])
-            root = make_sandbox(base / "project")
-            out = base / name
+            root = make_sandbox(tmp_path_factory.mktemp(name.split("_")[0]) / "project")
+            out = folder / name
             start = time.perf_counter()
             error = None
             with pytest.MonkeyPatch.context() as mp:
                 mp.setenv("WORKBOOK_ROOT", str(root))
                 try:
-                    experiments.run_notebook(
-                        REPO / "solutions" / name, out, SMOKE_PARAMS[name], timeout=300
+                    experiments.run_recorded(
+                        REPO / "solutions" / name, out, demo.smoke_params(name), timeout=300
                     )
                 except Exception as exc:  # the test that asks reports it, with the notebook
                     error = exc
             done[name] = (out, root, time.perf_counter() - start, error)
         return done[name]
 
+    run.folder = folder
     return run
 
 
@@ -201,3 +191,97 @@ def embedded_pipeline(dagbag, tmp_path_factory):
         run = dag.test(logical_date=datetime.fromisoformat(DS).replace(tzinfo=UTC),
                        run_conf=PIPELINE_SMOKE)  # fmt: skip
     return root, run
+
+
+class DevTools:
+    """Headless Chromium driven over the DevTools protocol (websocket-client, already in the
+    lock as a Jupyter dependency): ``send`` a command and get its result; the console
+    errors, uncaught exceptions and failed requests seen since ``clear()`` collect in
+    ``problems``."""
+
+    def __init__(self, browser_command: list[str], profile: Path, port: int, size=(1400, 900)):
+        import json
+        import subprocess
+        import time
+        import urllib.request
+
+        import websocket
+
+        self._json = json
+        self.proc = subprocess.Popen(
+            [*browser_command, f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
+             f"--remote-debugging-port={port}", "--remote-allow-origins=*", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline, pages = time.monotonic() + 30, None
+        while pages is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=2) as r:
+                    pages = [p for p in json.loads(r.read()) if p["type"] == "page"] or None
+            except OSError:
+                pass
+            if pages is None:
+                assert time.monotonic() < deadline, "Chromium's DevTools endpoint did not answer"
+                time.sleep(0.3)
+        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60)
+        self._ids = iter(range(1, 1_000_000))
+        self.problems: list[str] = []
+        for domain in ("Page", "Runtime", "Network", "Log"):
+            self.send(f"{domain}.enable")
+
+    def _event(self, msg: dict) -> None:
+        method, params = msg.get("method"), msg.get("params", {})
+        if method == "Runtime.consoleAPICalled" and params.get("type") == "error":
+            self.problems.append("console: " + " ".join(
+                str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))  # fmt: skip
+        elif method == "Runtime.exceptionThrown":
+            self.problems.append("exception: " + params["exceptionDetails"].get("text", ""))
+        elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
+            self.problems.append(
+                f"log: {params['entry'].get('text')} {params['entry'].get('url', '')}"
+            )
+        elif method == "Network.loadingFailed" and not params.get("canceled"):
+            self.problems.append(f"request failed: {params.get('errorText')}")
+        elif method == "Network.responseReceived" and params["response"]["status"] >= 400:
+            self.problems.append(
+                f"HTTP {params['response']['status']}: {params['response']['url']}"
+            )
+
+    def send(self, method: str, params: dict | None = None, until: str | None = None) -> dict:
+        """Run ``method``; with ``until``, also wait for that event (e.g. Page.loadEventFired)."""
+        msg_id = next(self._ids)
+        self.ws.send(self._json.dumps({"id": msg_id, "method": method, "params": params or {}}))
+        result, seen = None, until is None
+        while result is None or not seen:
+            msg = self._json.loads(self.ws.recv())
+            if msg.get("id") == msg_id:
+                assert "error" not in msg, msg
+                result = msg.get("result", {})
+            elif "method" in msg:
+                self._event(msg)
+                seen = seen or msg["method"] == until
+        return result
+
+    def evaluate(self, expression: str):
+        """The value of a JavaScript expression in the page (promises awaited)."""
+        reply = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                               "awaitPromise": True})  # fmt: skip
+        assert "exceptionDetails" not in reply, reply["exceptionDetails"]
+        return reply["result"].get("value")
+
+    def open(self, url: str) -> None:
+        self.send("Page.navigate", {"url": url}, until="Page.loadEventFired")
+
+    def screenshot(self, path: Path, full_page: bool = False) -> bytes:
+        import base64
+
+        params = {"format": "png", "captureBeyondViewport": full_page}
+        png = base64.b64decode(self.send("Page.captureScreenshot", params)["data"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png)
+        return png
+
+    def close(self) -> None:
+        self.ws.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)

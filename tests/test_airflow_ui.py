@@ -3,7 +3,6 @@ dag-processor on 127.0.0.1, driven through the REST API, then stopped by PID."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import DevTools
 
 from shared.airflow_api import Api
 
@@ -43,62 +43,21 @@ def screenshot_logged_in(
     (`_token`, the JWT from /auth/token), then for each ``{view: path}`` of ``shots`` (the
     DAG page's "grid" or "graph" view, the UI's `default_dag_view` setting in the browser's
     local storage) open ``url``, wait for the page, save a PNG."""
-    import websocket  # websocket-client, already in the lock file (a Jupyter dependency)
-
-    browser = subprocess.Popen(
-        [*browser_command, f"--user-data-dir={profile}", "--window-size=1400,900",
-         f"--remote-debugging-port={port}", "--remote-allow-origins=*", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    browser = DevTools(browser_command, profile, port)
     try:
-        pages = wait_for(
-            lambda: _json_or_none(f"http://127.0.0.1:{port}/json"),
-            30,
-            "chromium's DevTools endpoint",
-            0.3,
-        )
-        ws = websocket.create_connection(
-            next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"], timeout=60
-        )
-        ids = iter(range(1, 1000))
-
-        def send(method: str, params: dict | None = None) -> dict:
-            msg_id = next(ids)
-            ws.send(json.dumps({"id": msg_id, "method": method, "params": params or {}}))
-            while True:
-                reply = json.loads(ws.recv())
-                if reply.get("id") == msg_id:
-                    assert "error" not in reply, reply
-                    return reply.get("result", {})
-
         base = url.split("/dags/")[0]
-        send("Network.enable")
-        send("Network.setCookie", {"name": "_token", "value": token, "url": base + "/"})
+        browser.send("Network.setCookie", {"name": "_token", "value": token, "url": base + "/"})
         pngs = {}
         for view, out in shots.items():
-            send("Page.navigate", {"url": base + "/"})
+            browser.open(base + "/")
             time.sleep(2)
-            send("Runtime.evaluate", {"expression": (
-                f"localStorage.setItem('default_dag_view', JSON.stringify({view!r}))"
-            )})  # fmt: skip
-            send("Page.navigate", {"url": url})
+            browser.evaluate(f"localStorage.setItem('default_dag_view', JSON.stringify({view!r}))")
+            browser.open(url)
             time.sleep(8)  # the React UI fetches the DAG and its runs after load
-            pngs[view] = base64.b64decode(send("Page.captureScreenshot", {"format": "png"})["data"])
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(pngs[view])
-        ws.close()
+            pngs[view] = browser.screenshot(out)
     finally:
-        browser.terminate()
-        browser.wait(timeout=30)
+        browser.close()
     return pngs
-
-
-def _json_or_none(url: str):
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return json.loads(resp.read())
-    except OSError:
-        return None
 
 
 def alive(pid: int) -> bool:

@@ -5,6 +5,7 @@ hints, answers, points and debugging regions.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import textwrap
@@ -363,7 +364,7 @@ def test_every_graded_check_shows_its_points_in_the_lab(lab):
     nb = nbformat.read(REPO / "labs" / lab.notebook, as_version=4)
     shown = "\n".join(c.source for c in nb.cells if labs.ANSWER_TAG in c.metadata.get("tags", []))
     for check in lab.checks:
-        what = re.sub(r"\s*\(hidden[^)]*\)", "", check.what)
+        what = html.escape(re.sub(r"\s*\(hidden[^)]*\)", "", check.what), quote=False)
         assert f"{check.points} · {what} (" in shown, check.id
     total = sum(
         int(line.split("**")[1].split()[0]) for line in shown.splitlines() if "when graded" in line

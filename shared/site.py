@@ -1,0 +1,537 @@
+"""``make site``: the course as a static website, built offline with MkDocs and its Material
+theme.
+
+Why this generator: Material ships its fonts-free theme, icons, scripts and search (lunr in
+a web worker) inside the wheel, so a build and a visit fetch nothing (``theme.font: false``
+keeps it from linking Google Fonts). Notebook pages are written here as Markdown rather
+than through mkdocs-jupyter, whose template links MathJax and Mermaid from CDNs: as Markdown,
+a notebook gets the theme's own code blocks, admonitions, table of contents and search.
+
+What the build does, in order (``build``):
+
+1. stage the hand-written pages (``docs/*.md``, their images and stylesheet) in a fresh
+   folder;
+2. one page per course notebook: the learner notebook (``labs/``) with the outputs of a real
+   smoke run of its solution: the run ``make demo`` left in ``runs/demo/notebooks/`` when
+   its record says it is current (same notebook, parameters, configs, package and lock),
+   else a new run that records itself there;
+3. one page per DAG: its ``doc_md``, its graph (drawn from the parsed DAG) and its code;
+4. the latest experiment comparison of ``notebook_experiments`` (the DAG runs on the smoke
+   config first if none exists);
+5. ``mkdocs build --strict`` (a broken link or a missing page fails the build), a check
+   that no page loads anything from off-site, then the new site replaces the old one.
+
+An instructor build (``solutions=True``) adds each exercise's solution below it, collapsed,
+and goes to ``site-instructors/`` so a learner site is never the one that shows answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from shared import paths
+
+#: The hand-written pages, their stylesheet and the MkDocs settings, in the checkout.
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+class SiteError(RuntimeError):
+    """The site cannot be built as asked; the message names the file at fault."""
+
+
+@dataclass
+class Page:
+    """A page to write into the staged docs folder: Markdown and the files it links."""
+
+    path: str  # relative to the docs folder, e.g. "labs/02_lab1_2_pytorch_training.md"
+    title: str
+    markdown: str
+    files: dict[str, bytes] = field(default_factory=dict)  # relative to the docs folder
+
+
+@dataclass
+class BuildResult:
+    site: Path
+    pages: list[str]
+    seconds: float
+    reused: list[str]  # notebook executions taken from an earlier, still current run
+    executed: list[str]  # notebook executions made by this build
+
+
+def output_dir(solutions: bool) -> Path:
+    return paths.project_root() / ("site-instructors" if solutions else "site")
+
+
+# ----------------------------------------------------------------- notebooks → Markdown
+
+_DETAILS = re.compile(
+    r"<details>\s*<summary>(?P<summary>.*?)</summary>\s*\n(?P<body>.*?)\n\s*</details>", re.S
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_IMAGE_LINK = re.compile(r"(!\[[^\]]*\]\()([^)\s]+)(\))")
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line if line.strip() else "" for line in text.splitlines())
+
+
+def _fence(text: str, lang: str = "text") -> str:
+    """A fenced block that no backtick run inside ``text`` can close early."""
+    longest = max((len(m) for m in re.findall(r"`{3,}", text)), default=2)
+    ticks = "`" * (longest + 1)
+    return f"{ticks}{lang}\n{text.rstrip()}\n{ticks}"
+
+
+def _collapsible(summary: str, body: str, kind: str = "note") -> str:
+    """Material's collapsed admonition (pymdownx.details): ``??? kind "summary"``."""
+    title = summary.strip().replace('"', "'")
+    return f'??? {kind} "{title}"\n\n{_indent(body.strip())}\n'
+
+
+def markdown_cell(source: str, notebook_dir: Path) -> tuple[str, dict[str, bytes]]:
+    """A notebook's Markdown as the site shows it: ``<details>`` blocks (a lab's hints and
+    answers) become collapsed admonitions, whose body is rendered as Markdown (raw HTML
+    would show it as source); pictures the notebook links from ``docs/images/`` are copied
+    beside the page's images."""
+    files: dict[str, bytes] = {}
+
+    def details(m: re.Match) -> str:
+        kind = "tip" if "hint" in m["summary"].lower() else "success"
+        return _collapsible(m["summary"], m["body"], kind)
+
+    def image(m: re.Match) -> str:
+        target = m[2]
+        if re.match(r"[a-z]+:", target):
+            return m[0]
+        source = (notebook_dir / target).resolve()
+        if not source.is_file():
+            raise SiteError(f"{notebook_dir}: a notebook links the missing picture {target}")
+        files[f"images/{source.name}"] = source.read_bytes()
+        return f"{m[1]}../images/{source.name}{m[3]}"
+
+    text = _DETAILS.sub(details, source)
+    return _IMAGE_LINK.sub(image, text), files
+
+
+def _output_text(text: str, root: str | None) -> str:
+    text = _ANSI.sub("", text)
+    if root:
+        text = text.replace(root.rstrip("/") + "/", "./")
+    return text
+
+
+def outputs_markdown(
+    outputs: list, image_prefix: str, root: str | None
+) -> tuple[str, dict[str, bytes]]:
+    """A code cell's outputs: text in plain blocks, pictures as files, Markdown and HTML as
+    they are; wrapped in one ``nb-output`` block the stylesheet marks as output."""
+    import base64
+
+    blocks: list[str] = []
+    files: dict[str, bytes] = {}
+    for n, out in enumerate(outputs):
+        kind = out.get("output_type")
+        if kind == "stream":
+            blocks.append(_fence(_output_text(out["text"], root)))
+        elif kind == "error":
+            blocks.append(_fence(_output_text("\n".join(out["traceback"]), root)))
+        elif kind in ("display_data", "execute_result"):
+            data = out.get("data", {})
+            if "image/png" in data:
+                name = f"{image_prefix}-{n}.png"
+                files[name] = base64.b64decode(data["image/png"])
+                alt = _output_text(data.get("text/plain", "figure"), root).splitlines()[0]
+                blocks.append(f"![{html.escape(alt)}]({Path(name).name})")
+            elif "text/markdown" in data:
+                blocks.append(data["text/markdown"])
+            elif "text/html" in data:
+                blocks.append(f'<div class="nb-html" markdown="0">\n{data["text/html"]}\n</div>')
+            elif "text/plain" in data:
+                blocks.append(_fence(_output_text(data["text/plain"], root)))
+    if not blocks:
+        return "", files
+    body = "\n\n".join(blocks)
+    return f'<div class="nb-output" markdown>\n\n{body}\n\n</div>', files
+
+
+def _code_cells(nb) -> list:
+    return [
+        c
+        for c in nb.cells
+        if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])
+    ]
+
+
+def notebook_page(
+    lab_path: Path,
+    solution_path: Path,
+    executed_path: Path,
+    record: dict,
+    slug: str,
+    solutions: bool = False,
+) -> Page:
+    """The page of one course notebook: the learner's notebook cell by cell, each code cell
+    followed by the outputs its solution printed in a real run (``executed_path``); with
+    ``solutions``, an exercise's solution code below it, collapsed."""
+    from shared import labs
+
+    lab = nbformat.read(lab_path, as_version=4)
+    solution = nbformat.read(solution_path, as_version=4)
+    executed = nbformat.read(executed_path, as_version=4)
+    lab_code, sol_code, run_code = _code_cells(lab), _code_cells(solution), _code_cells(executed)
+    if not len(lab_code) == len(sol_code) == len(run_code):
+        raise SiteError(
+            f"{lab_path}: {len(lab_code)} code cells, but {solution_path.name} has "
+            f"{len(sol_code)} and its execution {len(run_code)}: run `workbook labs build` "
+            "(and rebuild the site)"
+        )
+    paired = {id(c): i for i, c in enumerate(lab_code)}
+    root = record.get("root")
+    params = ", ".join(f"{k}={v!r}" for k, v in record.get("parameters", {}).items())
+    parts: list[str] = []
+    files: dict[str, bytes] = {}
+    title = None
+    for cell in lab.cells:
+        if cell.cell_type == "markdown":
+            text, pics = markdown_cell(cell.source, lab_path.parent)
+            files.update(pics)
+            if title is None and (m := re.search(r"^# (.+)$", text, re.M)):
+                title = m[1].strip()
+                text = text.replace(m[0], m[0] + "\n\n" + _run_note(lab_path, record, params), 1)
+            parts.append(text)
+            continue
+        if cell.cell_type != "code":
+            continue
+        i = paired[id(cell)]
+        if cell.source.strip():
+            parts.append(_fence(cell.source, "python"))
+        if solutions and labs.parse_regions(sol_code[i].source)[1]:
+            parts.append(
+                _collapsible(
+                    "Solution", _fence(labs.published_source(sol_code[i].source), "python"),
+                    "success",
+                )
+            )  # fmt: skip
+        text, pics = outputs_markdown(run_code[i].outputs, f"{slug}/cell{i}", root)
+        files.update(pics)
+        if text:
+            parts.append(text)
+    return Page(f"{slug}.md", title or lab_path.stem, "\n\n".join(parts) + "\n", files)
+
+
+def _run_note(lab_path: Path, record: dict, params: str) -> str:
+    return _collapsible(
+        "About this page",
+        f"This is the learner notebook `labs/{lab_path.name}`: exercise cells show what you "
+        "start from. The outputs under the cells are those of its solution, run with papermill "
+        f"({params}) on {record.get('finished', '?')[:10]} in {record.get('seconds', '?')} s. "
+        "To work through it, run `make lab`.",
+        "info",
+    )
+
+
+# ----------------------------------------------------------------- executions
+
+
+def executions(
+    folder: Path | None = None, run: bool = True, log: Callable[[str], None] = print
+) -> tuple[dict[str, tuple[Path, dict]], list[str], list[str]]:
+    """Each solution's smoke execution and its record: reused from ``folder`` (the demo's)
+    where its record is current, else executed there now (``run=False``: a SiteError
+    instead). Returns ({notebook name: (executed, record)}, reused, executed)."""
+    from shared import demo, experiments, labs
+
+    folder = folder or demo.executed_dir()
+    found: dict[str, tuple[Path, dict]] = {}
+    reused, executed = [], []
+    for solution in labs.solution_files(paths.project_root() / "solutions"):
+        out = folder / solution.name
+        params = demo.smoke_params(solution.name)
+        record = experiments.current_record(solution, out, params)
+        if record is not None:
+            reused.append(solution.name)
+        elif not run:
+            raise SiteError(f"{out}: no current execution of {solution} (run `make demo`)")
+        else:
+            log(f"  executing {solution.name} on the smoke config (no current run in {folder})")
+            experiments.run_recorded(solution, out, params, timeout=600)
+            record = experiments.current_record(solution, out, params)
+            if record is None:
+                raise SiteError(f"{out}: executed, but its record does not match")
+            executed.append(solution.name)
+        found[solution.name] = (out, record)
+    return found, reused, executed
+
+
+# ----------------------------------------------------------------- DAGs and experiments
+
+
+def dag_pages(dags_dir: Path) -> list[Page]:
+    """One page per DAG of ``dags_dir``: its description (``doc_md``), its graph as a
+    picture drawn from the parsed DAG, and its code."""
+    import io
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from shared import airflow_local, plots
+
+    airflow_local.configure()
+    bag = DagBag(str(dags_dir))
+    if bag.import_errors:
+        raise SiteError(f"{dags_dir}: DAGs that do not import: {bag.import_errors}")
+    if not bag.dags:
+        raise SiteError(f"{dags_dir}: no DAGs found")
+    pages = []
+    for dag_id in sorted(bag.dags):
+        dag = bag.dags[dag_id]
+        source = Path(dag.fileloc)
+        buf = io.BytesIO()
+        fig = plots.dag_graph(dag)
+        fig.savefig(buf, format="png", dpi=110)
+        schedule = getattr(dag, "schedule", None) or "none: triggered by hand"
+        body = [
+            f"# {dag_id}",
+            f"`dags/{source.name}` · schedule **{schedule}** · {len(dag.tasks)} tasks"
+            + (f" · tags: {', '.join(sorted(dag.tags))}" if dag.tags else ""),
+            (dag.doc_md or "*This DAG has no `doc_md`.*").strip(),
+            "## Graph",
+            f"![the graph of {dag_id}: its tasks and dependencies]({dag_id}.png)",
+            "## Code",
+            _fence(source.read_text(), "python"),
+        ]
+        pages.append(
+            Page(f"dags/{dag_id}.md", dag_id, "\n\n".join(body) + "\n",
+                 {f"dags/{dag_id}.png": buf.getvalue()})
+        )  # fmt: skip
+    return pages
+
+
+def latest_comparison(runs_root: Path) -> Path | None:
+    """The newest ``runs/<ds>/experiments/`` that holds a comparison (by logical date;
+    ``runs/lab1_3/`` is the Lab 1.3 notebook's own sweep, not the DAG's)."""
+    found = sorted(
+        (p for p in runs_root.glob("*/experiments/comparison.md")
+         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", p.parent.parent.name)),
+        key=lambda p: p.parent.parent.name,
+    )  # fmt: skip
+    return found[-1].parent if found else None
+
+
+def experiments_page(folder: Path) -> Page:
+    """The comparison ``notebook_experiments`` wrote for one logical date: its table and
+    figure, and the configuration each row ran."""
+    table = (folder / "comparison.md").read_text()
+    figure = folder / "comparison.png"
+    ds = folder.parent.name
+    subsets = set()
+    for config in sorted(folder.glob("*/config.yaml")):
+        m = re.search(r"^\s+subset:\s*(\S+)", config.read_text(), re.M)
+        subsets.add(m[1] if m else "null")
+    data = (
+        f"the first {', '.join(sorted(subsets))} training images (a smoke run: its accuracies "
+        "show that every experiment runs end to end, not how good each model is; Lab 1.3's "
+        "page has the full-data comparison)"
+        if subsets and subsets != {"null"}
+        else "the full training set"
+    )
+    body = [
+        "# Experiments compared",
+        f"The `notebook_experiments` DAG ran the Lab 1.3 notebook once per file in "
+        f"`configs/experiments/`, for the logical date **{ds}**, on {data}, then compared the "
+        f"runs (`runs/{ds}/experiments/comparison.md`). Best test accuracy first.",
+        table.strip(),
+    ]
+    files = {}
+    if figure.is_file():
+        body.append("![validation accuracy of each experiment](experiments/comparison.png)")
+        files["experiments/comparison.png"] = figure.read_bytes()
+    body.append(
+        "Reproduce it: `airflow dags test notebook_experiments "
+        '-c \'{"overrides": ["data.subset=1200"]}\'` (smoke) or trigger it in the UI '
+        "(`make airflow`); the DAG's page is [notebook_experiments](dags/notebook_experiments.md)."
+    )
+    return Page("experiments.md", "Experiments compared", "\n\n".join(body) + "\n", files)
+
+
+# ----------------------------------------------------------------- build
+
+
+#: Tags that make the browser fetch something at page load (links in text are fine).
+_FETCHING = re.compile(
+    r"<(script|link|img|iframe|source|video|audio|embed)\b[^>]*?\b(?:src|href)=[\"']"
+    r"((?:https?:)?//[^\"']+)",
+    re.I,
+)
+_CSS_REMOTE = re.compile(r"url\(\s*[\"']?((?:https?:)?//[^)\"']+)", re.I)
+
+
+def offsite_references(site: Path) -> list[str]:
+    """Every place in the built site that would fetch from another host when viewed:
+    scripts, stylesheets, fonts, pictures, frames (ordinary outbound links are allowed)."""
+    found = []
+    for path in sorted(site.rglob("*")):
+        if path.suffix == ".html":
+            hits = [m[2] for m in _FETCHING.finditer(path.read_text(errors="replace"))]
+        elif path.suffix == ".css":
+            hits = _CSS_REMOTE.findall(path.read_text(errors="replace"))
+        else:
+            continue
+        found += [f"{path.relative_to(site)}: {url}" for url in hits]
+    return found
+
+
+def _stage(stage: Path, pages: list[Page]) -> None:
+    for page in pages:
+        target = stage / page.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(page.markdown)
+        for rel, data in page.files.items():
+            f = stage / rel
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(data)
+
+
+def _config(stage: Path, site: Path, nav: list, solutions: bool) -> Path:
+    import yaml
+
+    base = DOCS / "mkdocs.yml"
+    try:
+        config = yaml.safe_load(base.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SiteError(f"{base}: {exc}") from exc
+    config["docs_dir"] = str(stage)
+    config["site_dir"] = str(site)
+    config["nav"] = nav
+    if solutions:
+        config["site_name"] += " (instructors: solutions shown)"
+    snippets = config["markdown_extensions"]
+    for ext in snippets:
+        if isinstance(ext, dict) and "pymdownx.snippets" in ext:
+            ext["pymdownx.snippets"]["base_path"] = [str(DOCS.parent)]
+    path = stage.parent / "mkdocs.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def build(
+    solutions: bool = False,
+    out: Path | None = None,
+    executed_folder: Path | None = None,
+    run: bool = True,
+    log: Callable[[str], None] = print,
+) -> BuildResult:
+    """Build the site into ``out`` (default ``site/``, or ``site-instructors/`` with
+    ``solutions``), replacing it only once the new one is built and checked."""
+    from shared import demo, labs, plots
+    from shared.io import atomic_directory
+
+    start = time.perf_counter()
+    root = paths.project_root()
+    out = Path(out) if out else output_dir(solutions)
+    found, reused, executed = executions(executed_folder, run=run, log=log)
+    log(f"notebooks: {len(reused)} executions reused, {len(executed)} run now")
+
+    pages: list[Page] = []
+    for name in ("index.md", "course.md", "instructors.md"):
+        pages.append(Page(name, name, (DOCS / name).read_text()))
+    fig_files = {}
+    for name, fig in (("images/lifecycle.png", plots.lifecycle_figure()),):
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        fig_files[name] = buf.getvalue()
+    pages[0].files.update(fig_files)
+    pages[0].files["stylesheets/site.css"] = (DOCS / "stylesheets" / "site.css").read_bytes()
+
+    nb_pages = []
+    for solution in labs.solution_files(root / "solutions"):
+        executed_nb, record = found[solution.name]
+        nb_pages.append(
+            notebook_page(root / "labs" / solution.name, solution, executed_nb, record,
+                          f"labs/{solution.stem}", solutions)
+        )  # fmt: skip
+    dags = dag_pages(DOCS.parent / "dags")  # the course's DAGs, in the checkout
+    log(f"DAGs: {len(dags)} pages")
+
+    comparison = latest_comparison(paths.runs_root())
+    if comparison is None:
+        if not run:
+            raise SiteError(f"{paths.runs_root()}: no experiment comparison (run `make demo`)")
+        log("experiments: no comparison yet; running notebook_experiments (smoke config)")
+        demo.step_experiments_dag()
+        comparison = latest_comparison(paths.runs_root())
+        if comparison is None:
+            raise SiteError("notebook_experiments ran but wrote no comparison.md")
+    experiments = experiments_page(comparison)
+
+    nav = [
+        {"Home": "index.md"},
+        {"The course": "course.md"},
+        {"Notebooks": [{p.title: p.path} for p in nb_pages]},
+        {"DAGs": [{p.title: p.path} for p in dags]},
+        {"Experiments": experiments.path},
+        {"Instructors": "instructors.md"},
+    ]
+    pages += nb_pages + dags + [experiments]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".site-build-", dir=out.parent))
+    try:
+        stage = work / "docs"
+        _stage(stage, pages)
+        with atomic_directory(out) as built:
+            config = _config(stage, built, nav, solutions)
+            done = subprocess.run(
+                [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-f", str(config)],
+                capture_output=True, text=True,
+                env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise SiteError("mkdocs build --strict failed:\n" + (done.stderr or done.stdout))
+            offsite = offsite_references(built)
+            if offsite:
+                raise SiteError(
+                    "the site would fetch from other hosts:\n  " + "\n  ".join(offsite[:20])
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return BuildResult(out, [p.path for p in pages], time.perf_counter() - start, reused, executed)
+
+
+def serve(site: Path, port: int = 8000, host: str = "127.0.0.1") -> None:
+    """Serve the built ``site`` on ``host:port`` until interrupted (Ctrl-C)."""
+    import functools
+    import http.server
+
+    if not (site / "index.html").is_file():
+        raise SiteError(f"{site}: no built site here (run `make site`)")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    with http.server.ThreadingHTTPServer((host, port), handler) as server:
+        print(f"serving {site} on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is meant to stop
+            server.serve_forever()
+
+
+def summary(result: BuildResult) -> str:
+    size = sum(f.stat().st_size for f in result.site.rglob("*") if f.is_file())
+    html_pages = len(list(result.site.rglob("*.html"))) - (
+        1 if (result.site / "404.html").exists() else 0
+    )
+    return (
+        f"site: {html_pages} pages, {size / 1e6:.1f} MB in {paths.show(result.site)}, built in "
+        f"{result.seconds:.1f} s (notebook executions reused: {len(result.reused)}, run now: "
+        f"{len(result.executed)})"
+    )

@@ -1,0 +1,275 @@
+"""The course website (`make site`): notebooks as pages, outputs from real runs, executions
+reused by their record, nothing fetched off-site; then the built site in headless Chromium."""
+
+from __future__ import annotations
+
+import html as html_lib
+import json
+import re
+import shutil
+import struct
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import REPO, DevTools, make_sandbox
+
+from shared import experiments, labs, site
+
+NAMES = [p.name for p in labs.solution_files(REPO / "solutions")]
+ARTIFACTS = REPO / "artifacts" / "screenshots"
+
+
+def solution_lines(name: str) -> tuple[set[str], set[str]]:
+    """(every line of exercise solutions, the hidden ones): lines of the solution as it runs
+    (``published_source``) that the lab's cell does not have; hidden: those the lab does not
+    show either, as an answer on purpose ("Show the answer")."""
+    lab_text = (REPO / "labs" / name).read_text()
+
+    def code(path):
+        return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+    lines = set()
+    for sol, lab in zip(code(REPO / "solutions" / name), code(REPO / "labs" / name), strict=True):
+        if not labs.parse_regions(sol.source)[1]:
+            continue  # no exercise here: the lab has the same code (formatter pragmas aside)
+        new = {line.strip() for line in labs.published_source(sol.source).splitlines()}
+        new -= {line.strip() for line in lab.source.splitlines()}
+        lines |= {line for line in new if len(line) > 15}
+    return lines, {line for line in lines if json.dumps(line)[1:-1] not in lab_text}
+
+
+# ------------------------------------------------------------------ pieces, no kernel
+
+
+def test_markdown_cell_turns_details_into_collapsed_admonitions_and_copies_pictures(tmp_path):
+    (tmp_path / "docs" / "images").mkdir(parents=True)
+    (tmp_path / "docs" / "images" / "ui.png").write_bytes(b"\x89PNG fake")
+    (tmp_path / "labs").mkdir()
+    source = (
+        "Intro ![the UI](../docs/images/ui.png)\n\n"
+        "<details><summary>Show a hint</summary>\n\nUse `x.view`.\n\n</details>\n\n"
+        '<details><summary>Show the "answer"</summary>\n\n```python\nx = 1\n```\n\n</details>'
+    )
+    text, files = site.markdown_cell(source, tmp_path / "labs")
+    assert "![the UI](../images/ui.png)" in text
+    assert files == {"images/ui.png": b"\x89PNG fake"}
+    assert '??? tip "Show a hint"\n\n    Use `x.view`.' in text
+    assert "??? success \"Show the 'answer'\"\n\n    ```python\n    x = 1\n    ```" in text
+    assert "<details>" not in text
+    with pytest.raises(site.SiteError, match="missing picture ../docs/images/gone.png"):
+        site.markdown_cell("![x](../docs/images/gone.png)", tmp_path / "labs")
+
+
+def test_outputs_become_text_blocks_pictures_and_markdown():
+    png = nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=",
+                                                        "text/plain": "<Figure size 640x480>"})  # fmt: skip
+    outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="saved /proj/runs/a.pt\n\x1b[1mok\x1b[0m\n"),
+        png,
+        nbformat.v4.new_output("display_data", data={"text/markdown": "| a |\n|---|\n| 1 |"}),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "```tricky```"},
+                               execution_count=1),
+    ]  # fmt: skip
+    text, files = site.outputs_markdown(outputs, "labs/x/cell3", "/proj")
+    assert text.startswith('<div class="nb-output" markdown>') and text.endswith("</div>")
+    assert "```text\nsaved ./runs/a.pt\nok\n```" in text, "paths relative, no ANSI codes"
+    assert files == {"labs/x/cell3-1.png": b"\x89PNG\r\n\x1a\n"}
+    assert "![&lt;Figure size 640x480&gt;](cell3-1.png)" in text
+    assert "| a |\n|---|\n| 1 |" in text
+    assert "````text\n```tricky```\n````" in text, "a fence longer than any inside it"
+    assert site.outputs_markdown([], "p", None) == ("", {})
+
+
+def test_offsite_references_are_found_and_plain_links_are_not(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "index.html").write_text(
+        '<a href="https://airflow.apache.org/docs/">docs</a>'
+        '<script src="https://cdn.example.org/x.js"></script>'
+        '<link rel="stylesheet" href="//fonts.example.org/css">'
+        '<img alt="ok" src="../img/local.png">'
+    )
+    (tmp_path / "s.css").write_text("body{background:url('https://example.org/bg.png')}")
+    assert site.offsite_references(tmp_path) == [
+        "a/index.html: https://cdn.example.org/x.js",
+        "a/index.html: //fonts.example.org/css",
+        "s.css: https://example.org/bg.png",
+    ]
+
+
+def test_the_newest_dag_comparison_is_chosen_not_the_lab_sweep(tmp_path):
+    for folder in ("2024-01-01", "2024-01-03", "lab1_3", "2024-01-02"):
+        (tmp_path / folder / "experiments").mkdir(parents=True)
+        (tmp_path / folder / "experiments" / "comparison.md").write_text("| x |")
+    assert site.latest_comparison(tmp_path) == tmp_path / "2024-01-03" / "experiments"
+    assert site.latest_comparison(tmp_path / "2024-01-01" / "nothing") is None
+
+
+def test_an_execution_record_is_current_only_for_the_same_notebook_and_parameters(tmp_path):
+    notebook = tmp_path / "nb.ipynb"
+    notebook.write_text((REPO / "solutions" / NAMES[0]).read_text())
+    out = tmp_path / "out" / "nb.ipynb"
+    params = {"config_path": "configs/smoke.yaml"}
+    assert experiments.current_record(notebook, out, params) is None, "no run yet"
+    out.parent.mkdir()
+    out.write_text(notebook.read_text())
+    key = experiments.execution_key(notebook, params)
+    record = out.with_name("nb.ipynb.run.json")
+    record.write_text(json.dumps({"key": key, "parameters": params}))
+    assert experiments.current_record(notebook, out, params) == {"key": key, "parameters": params}
+    assert (
+        experiments.current_record(notebook, out, {"config_path": "configs/default.yaml"}) is None
+    )
+    notebook.write_text(notebook.read_text().replace("MLOps", "MLOPS"))
+    assert experiments.current_record(notebook, out, params) is None, "the notebook changed"
+    record.write_text("{not json")
+    assert experiments.current_record(notebook, out, params) is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_notebook_page_shows_the_lab_with_outputs_and_solutions_only_when_asked(name):
+    """Built from each solution's own stored outputs (what nbval checks): the learner page
+    has the lab's code and no hidden solution line; the instructor page adds them."""
+    record = {"parameters": {"config_path": "configs/default.yaml"}, "finished": "2026-01-01",
+              "seconds": 1.0, "root": str(REPO)}  # fmt: skip
+    args = (REPO / "labs" / name, REPO / "solutions" / name, REPO / "solutions" / name, record)
+    learner = site.notebook_page(*args, f"labs/{Path(name).stem}")
+    instructor = site.notebook_page(*args, f"labs/{Path(name).stem}", solutions=True)
+    every, hidden = solution_lines(name)
+    assert every, "every notebook has exercises"
+    assert not {line for line in hidden if line in learner.markdown}
+    assert {line for line in every if line in instructor.markdown} == every
+    assert '??? success "Solution"' in instructor.markdown
+    assert '??? success "Solution"' not in learner.markdown
+    assert "YOUR CODE HERE" in learner.markdown and 'class="nb-output"' in learner.markdown
+    assert re.match(r"(00|Lab 1\.[123]) · ", learner.title), learner.title
+    assert any(f.endswith(".png") for f in learner.files), "the notebook's figures come along"
+
+
+# ------------------------------------------------------------------ built, in a browser
+
+
+def _pages(site_dir: Path) -> list[str]:
+    folders = (p.parent.relative_to(site_dir).as_posix() for p in site_dir.rglob("index.html"))
+    return sorted("/" if f == "." else f"/{f}/" for f in folders)
+
+
+_PAGE_REPORT = """(() => {
+  const origin = location.origin;
+  const links = [...document.querySelectorAll('a[href]')].map(a => a.href)
+    .filter(h => h.startsWith(origin));
+  const images = [...document.querySelectorAll('article img')];
+  return {
+    title: document.title,
+    links,
+    broken_images: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
+    output_images: [...document.querySelectorAll('.nb-output img')]
+      .filter(i => i.complete && i.naturalWidth > 0).length,
+    text: document.querySelector('article').innerText,
+  };
+})()"""
+
+_SEARCH = """new Promise(resolve => {
+  const input = document.querySelector('input.md-search__input');
+  input.focus();
+  input.value = 'checkpoint';
+  input.dispatchEvent(new Event('input', {bubbles: true}));
+  input.dispatchEvent(new KeyboardEvent('keyup', {bubbles: true}));
+  let tries = 0;
+  const poll = () => {
+    const hits = document.querySelectorAll('.md-search-result__item');
+    if (hits.length || ++tries > 100) resolve([...hits].map(h => h.innerText.split('\\n')[0]));
+    else setTimeout(poll, 100);
+  };
+  poll();
+})"""
+
+
+@pytest.mark.slow
+@pytest.mark.kernel
+@pytest.mark.airflow
+@pytest.mark.browser
+@pytest.mark.timeout(900)
+def test_the_site_builds_from_current_runs_and_every_page_works_in_chromium(
+    smoke_run, tmp_path, monkeypatch, free_port, chromium
+):
+    """The notebooks' smoke executions (shared with the notebook tests) are reused by their
+    records; the Lab 1.3 run's comparison stands in for the DAG's (same `compare`)."""
+    import http.server
+    import urllib.request
+
+    for name in NAMES:
+        assert smoke_run(name)[3] is None, f"{name} did not run"
+    root = make_sandbox(tmp_path / "project")
+    monkeypatch.setenv("WORKBOOK_ROOT", str(root))
+    sweep = smoke_run(NAMES[3])[1] / "runs" / "lab1_3" / "experiments"
+    shutil.copytree(sweep, root / "runs" / "2024-01-01" / "experiments")
+
+    built = site.build(out=tmp_path / "site", executed_folder=smoke_run.folder, run=False)
+    print(site.summary(built))
+    assert built.reused == NAMES and built.executed == []
+    warm = site.build(out=tmp_path / "site", executed_folder=smoke_run.folder, run=False)
+    print(f"rebuilt without changes in {warm.seconds:.1f} s")
+    instructors = site.build(
+        solutions=True, out=tmp_path / "instructors", executed_folder=smoke_run.folder, run=False
+    )
+    learner_html = {p: p.read_text() for p in (tmp_path / "site").rglob("*.html")}
+    instructor_html = "".join(p.read_text() for p in (tmp_path / "instructors").rglob("*.html"))
+    assert site.offsite_references(tmp_path / "site") == []
+
+    def text_of(pages: str) -> str:  # what a reader sees: tags gone, entities decoded
+        return html_lib.unescape(re.sub(r"<[^>]+>", "", pages))
+
+    learner_text = text_of("".join(learner_html.values()))
+    instructor_text = text_of(instructor_html)
+    for name in NAMES:
+        every, hidden = solution_lines(name)
+        leaked = {line for line in hidden if line in learner_text}
+        assert not leaked, f"{name}: solution code in the learner site: {sorted(leaked)[:3]}"
+        assert {line for line in every if line in instructor_text} == every
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path / "site"), **kwargs)
+
+        def log_message(self, *args):  # a line per request would bury the test's own output
+            pass
+
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{port}"
+    browser = DevTools(chromium(), tmp_path / "chromium", free_port(), size=(1400, 1000))
+    try:
+        pages = _pages(tmp_path / "site")
+        assert len(pages) >= 11, pages
+        links: set[str] = set()
+        for page in pages:
+            browser.problems.clear()
+            browser.open(base + page)
+            report = browser.evaluate(_PAGE_REPORT)
+            assert browser.problems == [], (page, browser.problems)
+            assert report["broken_images"] == [], (page, report["broken_images"])
+            links.update(h.split("#")[0] for h in report["links"])
+            if page.startswith("/labs/"):
+                assert report["output_images"] >= 1, f"{page} shows no figure of its run"
+                assert "YOUR CODE HERE" in report["text"]
+        for link in sorted(links):
+            with urllib.request.urlopen(link, timeout=10) as resp:
+                assert resp.status == 200, link
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        for page, shot in (("/", "site_home.png"), ("/labs/02_lab1_2_pytorch_training/",
+                                                     "site_lab1_2.png")):  # fmt: skip
+            browser.open(base + page)
+            png = browser.screenshot(ARTIFACTS / shot)
+            assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24])[0] == 1400
+            print(f"screenshot: {ARTIFACTS / shot}")
+        browser.open(base + "/")
+        hits = browser.evaluate(_SEARCH)
+        assert hits, "offline search found nothing for 'checkpoint'"
+        print(f"search 'checkpoint': {len(hits)} results, first: {hits[0]!r}")
+    finally:
+        browser.close()
+        server.shutdown()
+    assert len(instructors.pages) == len(built.pages)
