@@ -68,8 +68,14 @@ from airflow.sdk import Param, dag, task
 def mnist_training_pipeline():
     @task
     def ingest(ds: str | None = None, params: dict | None = None) -> str:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from shared import paths, pipeline
 
+        if ds is None:  # a manual run without a logical date: no day to partition by
+            raise AirflowFailException(
+                pipeline.NEEDS_LOGICAL_DATE.format(dag_id="mnist_training_pipeline")
+            )
         return pipeline.ingest(ds, paths.data_root(), subset=params["subset"])
 
     @task

@@ -14,7 +14,8 @@ list_configs -> run_notebook (one mapped task per configs/experiments/*.yaml) ->
   papermill, on the project's kernel `mlops-workbook`, with each cell's output in the task
   log and a per-cell timeout. The notebook trains the config with its own
   `train_from_config` and records the run; the executed notebook lands in
-  `runs/<ds>/experiments/`, next to that run folder. The mapped tasks run in the pool
+  `runs/<ds>/experiments/` (a run triggered without a logical date: `runs/<run id>/`),
+  next to that run folder. The mapped tasks run in the pool
   `experiments`, whose slots say how many notebooks train at once: one on a laptop
   (`make airflow`: each training uses every core, and runs side by side would make their
   times incomparable), one per Celery worker on a cluster (`make airflow-cluster`), where
@@ -68,13 +69,19 @@ def notebook_experiments():
         return found
 
     @task(execution_timeout=timedelta(minutes=20), pool="experiments")
-    def run_notebook(config_path: str, ds: str | None = None, params: dict | None = None) -> str:
+    def run_notebook(
+        config_path: str,
+        ds: str | None = None,
+        run_id: str | None = None,
+        params: dict | None = None,
+    ) -> str:
         from pathlib import Path
 
-        from shared import experiments, paths
+        from shared import experiments, paths, pipeline
         from shared.config import load_config
 
-        out_dir = paths.runs_root() / ds / "experiments"
+        # a manual run may have no logical date (Airflow 3): then its run id names the folder
+        out_dir = paths.runs_root() / pipeline.run_folder_name(ds, run_id) / "experiments"
         overrides = [*params["overrides"], f"output.root={out_dir}"]
         run_dir = out_dir / load_config(config_path, overrides).run_id()
         experiments.run_notebook(
@@ -89,10 +96,11 @@ def notebook_experiments():
         return str(run_dir)
 
     @task
-    def compare(run_dirs: list[str], ds: str | None = None) -> dict:
-        from shared import experiments, paths
+    def compare(run_dirs: list[str], ds: str | None = None, run_id: str | None = None) -> dict:
+        from shared import experiments, paths, pipeline
 
-        return experiments.compare(list(run_dirs), paths.runs_root() / ds / "experiments")
+        out_dir = paths.runs_root() / pipeline.run_folder_name(ds, run_id) / "experiments"
+        return experiments.compare(list(run_dirs), out_dir)
 
     compare(run_notebook.expand(config_path=list_configs()))
 

@@ -54,15 +54,9 @@ elif ! supported "$VENV/bin/python"; then
 fi
 PY_VERSION=$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
-# The stamp holds the hash of what decides what is installed: the lock file and pyproject's
-# [project] table (dependencies, console scripts); tool settings such as ruff's do not count.
-# The Python version counts too: the lock installs other wheels for another one.
-want=$("$VENV/bin/python" -c 'import hashlib, json, sys, tomllib
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-digest = hashlib.sha256(open("requirements.lock", "rb").read())
-digest.update(json.dumps(project, sort_keys=True).encode())
-digest.update(sys.version.encode())
-print(digest.hexdigest())')
+# The stamp holds the hash of what decides what is installed (scripts/setup_stamp.py says
+# what counts and why).
+want=$("$VENV/bin/python" scripts/setup_stamp.py)
 have=$(cat "$STAMP" 2>/dev/null || true)
 if [ "$want" != "$have" ]; then
     echo "set-up: installing the locked environment for Python $PY_VERSION (requirements.lock, hashes checked)"

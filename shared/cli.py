@@ -62,7 +62,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if configs is None:
         return EXIT_USAGE
     (config,) = configs
-    from shared import train
+    from shared import data, train
 
     run_dir = Path(args.resume) if args.resume else None
     if run_dir is not None and not (run_dir / "checkpoint.pt").is_file():
@@ -73,7 +73,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             config, run_dir=run_dir, resume=run_dir is not None,
             progress=False if args.no_progress else None,
         )  # fmt: skip
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    # Only the package's own errors become a one-line message; anything else (a torch
+    # RuntimeError, a bug) keeps its traceback, which is what finding it needs.
+    except (train.DeviceError, train.CheckpointError, data.DataMissingError) as exc:
         print(f"workbook train: {exc}", file=sys.stderr)
         return EXIT_FAIL
     if result.main_process and result.metrics["test"] is not None:

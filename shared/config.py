@@ -45,7 +45,7 @@ class DataConfig(_Section):
     # 6,000 of the 60,000 training images held out: enough to compare runs to ~0.25 %.
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     # Class-balanced subset of the training set for smoke runs; None = all 60,000.
-    subset: int | None = Field(default=None, ge=10)
+    subset: int | None = Field(default=None, ge=10, le=60_000)  # at most the training split
     # "tensor": whole splits held as tensors (fast); "dataloader": torchvision + DataLoader
     # with per-sample transforms (the classic way, ~8x slower on CPU for an MLP).
     loader: Literal["tensor", "dataloader"] = "tensor"
@@ -167,9 +167,30 @@ def _yaml_value(text: str) -> Any:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    return _parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    """The mapping in a config file. Every way a file can be unusable (missing, a folder, a
+    device or pipe, unreadable, not UTF-8) is a ConfigError naming it, never a traceback."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"{path}: is a folder; expected a YAML config file")
+    if not stat.S_ISREG(mode):  # /dev/zero would never end, a pipe would block
+        raise ConfigError(f"{path}: not a regular file (a device, pipe or socket)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start : exc.start + 1]!r}); "
+            "save the file as UTF-8"
+        ) from None
+    except OSError as exc:  # permissions, I/O errors
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    return _parse_yaml(text, str(path))
 
 
 def _parse_yaml(text: str, source: str) -> dict[str, Any]:

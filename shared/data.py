@@ -35,6 +35,10 @@ from shared.io import atomic_directory
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
+class DataMissingError(FileNotFoundError):
+    """The provisioned MNIST files are missing or do not match their digests."""
+
+
 class DataValidationError(ValueError):
     """The data failed a check; ``report`` says which and why."""
 
@@ -70,7 +74,7 @@ def _check_root(root: str | os.PathLike[str]) -> Path:
     problems = provision.check(root)
     if problems:
         listed = "; ".join(f"{n}: {p}" for n, p in problems.items())
-        raise FileNotFoundError(
+        raise DataMissingError(
             f"MNIST in {provision.raw_dir(root)} is not usable ({listed}). Run `workbook data fetch`."
         )
     return root
@@ -129,6 +133,13 @@ def balanced_subset(split: Split, size: int, seed: int) -> Split:
     return Split(split.images[keep], split.labels[keep])
 
 
+def subset_test_size(subset: int, test_images: int) -> int:
+    """How many test images go with a training subset of ``subset`` (smoke runs): a fifth,
+    at least ten (one per class), at most the whole test split. The one rule for the notebook
+    splits (``load_splits``) and the pipeline's partitions (``pipeline.ingest``)."""
+    return min(test_images, max(10, subset // 5))
+
+
 def load_splits(
     root: str | os.PathLike[str], val_fraction: float, seed: int, subset: int | None = None
 ) -> MNISTSplits:
@@ -138,7 +149,7 @@ def load_splits(
     test = load_split(root, train=False, verify=False)
     if subset is not None:
         full = balanced_subset(full, subset, seed)
-        test = balanced_subset(test, min(len(test), max(10, subset // 5)), seed)
+        test = balanced_subset(test, subset_test_size(subset, len(test)), seed)
     train, val = train_val_split(full, val_fraction, seed)
     return MNISTSplits(train, val, test)
 

@@ -93,6 +93,12 @@ def execution_key(notebook: str | os.PathLike[str], parameters: dict[str, Any]) 
     return digest.hexdigest()
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _record_path(output: Path) -> Path:
     return output.with_name(output.name + ".run.json")
 
@@ -104,7 +110,8 @@ def run_recorded(
     timeout: int = 600,
 ) -> Path:
     """``run_notebook``, then a record beside ``output`` (``<name>.run.json``: the execution
-    key, the parameters, the project root it ran in, when and how long), written only after
+    key, the output's sha256, the parameters, the project root it ran in, when and how
+    long), written only after
     a successful run, so a failed or interrupted run is never taken for a current one."""
     import datetime
     import time
@@ -118,6 +125,7 @@ def run_recorded(
     run_notebook(notebook, output, parameters, timeout=timeout)
     record = {
         "key": key,
+        "output_sha256": _sha256(output),
         "notebook": notebook.name,
         "parameters": parameters,
         "root": str(project_root()),
@@ -132,7 +140,8 @@ def current_record(
     notebook: str | os.PathLike[str], output: str | os.PathLike[str], parameters: dict[str, Any]
 ) -> dict[str, Any] | None:
     """The record of ``output`` if it is an execution of ``notebook`` with ``parameters``
-    against the files as they are now (the same key); None if missing or stale."""
+    against the files as they are now (the same key), and ``output`` is still the file that
+    run wrote (its sha256); None if missing or stale."""
     output = Path(output)
     try:
         record = json.loads(_record_path(output).read_text())
@@ -140,6 +149,8 @@ def current_record(
         return None
     if not output.is_file() or record.get("key") != execution_key(notebook, parameters):
         return None
+    if record.get("output_sha256") != _sha256(output):
+        return None  # something else wrote that file since
     return record
 
 

@@ -72,29 +72,120 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    except OSError:
+        return None
+
+
+def exchange(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Swap two existing paths in one step, where the kernel offers it: Linux's
+    ``renameat2(RENAME_EXCHANGE)`` (glibc 2.28+), macOS's ``renamex_np(RENAME_SWAP)``.
+    Returns False where neither is available or the file system refuses (the caller then
+    falls back to two renames)."""
+    import ctypes
+    import errno
+    import sys
+
+    libc = _libc()
+    src, dst = os.fsencode(a), os.fsencode(b)
+    if libc is not None and sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        at_fdcwd, rename_exchange = -100, 2
+        fn = libc.renameat2
+        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        rc = fn(at_fdcwd, src, at_fdcwd, dst, rename_exchange)
+    elif libc is not None and sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        rename_swap = 0x2
+        fn = libc.renamex_np
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
+        rc = fn(src, dst, rename_swap)
+    else:
+        return False
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # a file system (or kernel) without the call: the fallback does it
+    raise OSError(err, os.strerror(err), os.fsdecode(src), None, os.fsdecode(dst))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale(target: Path) -> None:
+    """Leftovers of an ``atomic_directory`` that crashed: ``.<name>.old-*`` (an old folder a
+    fallback swap had moved aside) and ``.<name>.<pid>.*.tmp`` whose process is gone. A
+    temporary of a writer that is still running is left alone."""
+    for entry in target.parent.glob(f".{target.name}.*"):
+        rest = entry.name[len(target.name) + 2 :]
+        pid = rest.split(".", 1)[0]
+        stale = rest.startswith("old-") or (
+            entry.name.endswith(".tmp") and pid.isdigit() and not _pid_alive(int(pid))
+        )
+        if stale and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 @contextmanager
 def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces the folder ``path``.
 
     Used for partitions and run folders: a rerun replaces the whole folder, so files from an
     earlier attempt never linger beside the new ones (idempotency without duplicates).
+
+    Replacing a folder that exists is one atomic exchange where the kernel offers it
+    (``exchange``: Linux, macOS), so a reader always finds either the old folder or the new
+    one. Elsewhere it is two renames (old aside, new in), with a moment in which ``path`` is
+    missing. Leftovers of a crash in either way are removed by the next call.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _remove_stale(target)
+    prefix = f".{target.name}.{os.getpid()}."
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
+        if target.exists() and exchange(tmp, target):
+            pass  # tmp now holds the old folder; the finally removes it
+        elif target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old)  # onto the empty folder mkdtemp made
+            os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block:
+    ``fcntl.flock``, so two processes (or threads) doing a read-modify-write of the same
+    file take turns; the kernel releases it if the holder dies."""
+    import fcntl
+
+    lock = Path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def tqdm_disable(progress: bool) -> bool | None:

@@ -18,13 +18,33 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shared.io import atomic_directory, atomic_write_json
+from shared.io import atomic_directory, atomic_write_json, file_lock
+
+
+def run_folder_name(ds: str | None, run_id: str | None) -> str:
+    """The folder a DAG run's outputs go under: its logical date (``ds``), or, for a run
+    triggered without one (Airflow 3 allows that for manual runs), its run id made safe as a
+    folder name (``manual__2026-11-28T02:00:00+00:00`` -> ``manual__2026-11-28T02-00-00-00-00``)."""
+    if ds:
+        return ds
+    if not run_id:
+        raise ValueError("a run with neither a logical date nor a run id has no folder name")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-.") or "run"
+
+
+#: What a date-partitioned DAG says when triggered without a logical date.
+NEEDS_LOGICAL_DATE = (
+    "{dag_id} partitions its data by logical date (data/raw/<ds>/), and this run has none: "
+    "trigger it with a logical date (the UI's trigger form, or "
+    "`airflow dags trigger {dag_id} --logical-date 2024-01-01`)"
+)
 
 
 def ingest(
@@ -43,7 +63,7 @@ def ingest(
     test = data.load_split(root, train=False, verify=False)
     if subset is not None:
         train = data.balanced_subset(train, subset, seed)
-        test = data.balanced_subset(test, min(len(test), max(10, subset // 5)), seed)
+        test = data.balanced_subset(test, data.subset_test_size(subset, len(test)), seed)
     arrays = {
         "train_images": train.images.numpy(),
         "train_labels": train.labels.numpy().astype(np.uint8),
@@ -156,30 +176,33 @@ def register(
 ) -> dict[str, Any]:
     """Copy the run into the registry; point ``best.json`` at it only if it beats the best.
 
-    Returns ``{"version", "path", "accuracy", "is_best", "best"}``.
+    Two runs (two DAGs, or a DAG and a learner) may register at once: the copy and the
+    read-modify-write of ``best.json`` happen under one file lock, so neither loses the
+    other's update. Returns ``{"version", "path", "accuracy", "is_best", "best"}``.
     """
     run_dir, registry = Path(run_dir), Path(registry_root) / "mnist"
     version = f"{metrics['ds']}-{metrics['config_hash']}"
     target = registry / version
-    with atomic_directory(target) as tmp:
-        for name in ("checkpoint.pt", "config.yaml", "metrics.json", "evaluation.json"):
-            shutil.copy2(run_dir / name, tmp / name)
-        (tmp / "registration.json").write_text(
-            json.dumps(
-                {"version": version, "source_run": str(run_dir), **metrics},
-                indent=2,
-                sort_keys=True,
-            )
-            + "\n"
-        )
-    best_path = registry / "best.json"
-    best = json.loads(best_path.read_text()) if best_path.is_file() else None
     accuracy = float(metrics["test_accuracy"])
-    # Strictly better only: a rerun that ties the current best leaves the pointer alone.
-    is_best = best is None or accuracy > float(best["accuracy"]) or best["version"] == version
-    if is_best:
-        best = {"version": version, "path": str(target), "accuracy": accuracy, "ds": metrics["ds"]}
-        atomic_write_json(best_path, best)
+    with file_lock(registry / ".best.lock"):
+        with atomic_directory(target) as tmp:
+            for name in ("checkpoint.pt", "config.yaml", "metrics.json", "evaluation.json"):
+                shutil.copy2(run_dir / name, tmp / name)
+            registration = {"version": version, "source_run": str(run_dir), **metrics}
+            atomic_write_json(tmp / "registration.json", registration)
+        best_path = registry / "best.json"
+        best = json.loads(best_path.read_text()) if best_path.is_file() else None
+        # Strictly better only: a run that ties the current best leaves the pointer alone.
+        if best is None or accuracy > float(best["accuracy"]):
+            best = _best_entry(version, target, accuracy, metrics["ds"])
+            atomic_write_json(best_path, best)
+        elif best["version"] == version and accuracy != float(best["accuracy"]):
+            # The best version was just replaced by a rerun that scored lower: the pointer
+            # must not keep the old score for the new model. The best is whichever
+            # registered version scores highest now (this one on a tie).
+            best = _highest(registry, prefer=version)
+            atomic_write_json(best_path, best)
+        is_best = best["version"] == version
     return {
         "version": version,
         "path": str(target),
@@ -187,3 +210,16 @@ def register(
         "is_best": is_best,
         "best": best,
     }
+
+
+def _best_entry(version: str, path: Path, accuracy: float, ds: str) -> dict[str, Any]:
+    return {"version": version, "path": str(path), "accuracy": accuracy, "ds": ds}
+
+
+def _highest(registry: Path, prefer: str) -> dict[str, Any]:
+    """The registered version with the highest test accuracy (``prefer`` wins a tie)."""
+    entries = []
+    for reg in registry.glob("*/registration.json"):
+        r = json.loads(reg.read_text())
+        entries.append(_best_entry(r["version"], reg.parent, float(r["test_accuracy"]), r["ds"]))
+    return max(entries, key=lambda e: (e["accuracy"], e["version"] == prefer))

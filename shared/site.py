@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import html.parser
 import os
 import re
 import shutil
@@ -101,11 +102,12 @@ def _collapsible(summary: str, body: str, kind: str = "note") -> str:
     return f'??? {kind} "{title}"\n\n{_indent(body.strip())}\n'
 
 
-def markdown_cell(source: str, notebook_dir: Path) -> tuple[str, dict[str, bytes]]:
+def markdown_cell(source: str, notebook: Path) -> tuple[str, dict[str, bytes]]:
     """A notebook's Markdown as the site shows it: ``<details>`` blocks (a lab's hints and
     answers) become collapsed admonitions, whose body is rendered as Markdown (raw HTML
     would show it as source); pictures the notebook links from ``docs/images/`` are copied
-    beside the page's images."""
+    beside the page's images. ``notebook``: the file the cell is from (links are relative
+    to its folder)."""
     files: dict[str, bytes] = {}
 
     def details(m: re.Match) -> str:
@@ -116,9 +118,9 @@ def markdown_cell(source: str, notebook_dir: Path) -> tuple[str, dict[str, bytes
         target = m[2]
         if re.match(r"[a-z]+:", target):
             return m[0]
-        source = (notebook_dir / target).resolve()
+        source = (notebook.parent / target).resolve()
         if not source.is_file():
-            raise SiteError(f"{notebook_dir}: a notebook links the missing picture {target}")
+            raise SiteError(f"{notebook}: links the missing picture {target}")
         files[f"images/{source.name}"] = source.read_bytes()
         return f"{m[1]}../images/{source.name}{m[3]}"
 
@@ -142,6 +144,7 @@ def outputs_markdown(
 
     blocks: list[str] = []
     files: dict[str, bytes] = {}
+    pictures = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/svg+xml": "svg"}
     for n, out in enumerate(outputs):
         kind = out.get("output_type")
         if kind == "stream":
@@ -150,21 +153,41 @@ def outputs_markdown(
             blocks.append(_fence(_output_text("\n".join(out["traceback"]), root)))
         elif kind in ("display_data", "execute_result"):
             data = out.get("data", {})
-            if "image/png" in data:
-                name = f"{image_prefix}-{n}.png"
-                files[name] = base64.b64decode(data["image/png"])
-                alt = _output_text(data.get("text/plain", "figure"), root).splitlines()[0]
-                blocks.append(f"![{html.escape(alt)}]({Path(name).name})")
+            picture = next((m for m in pictures if m in data), None)
+            if picture is not None:
+                name = f"{image_prefix}-{n}.{pictures[picture]}"
+                raw = data[picture]
+                if picture == "image/svg+xml":  # text, not base64 (nbformat joins the lines)
+                    files[name] = (raw if isinstance(raw, str) else "".join(raw)).encode()
+                else:
+                    files[name] = base64.b64decode(raw)
+                alt = (_output_text(data.get("text/plain", ""), root).splitlines() or ["figure"])[0]
+                # linked from the page (labs/<stem>.md) to its folder (labs/<stem>/...)
+                blocks.append(f"![{html.escape(alt)}]({Path(name).parent.name}/{Path(name).name})")
             elif "text/markdown" in data:
                 blocks.append(data["text/markdown"])
             elif "text/html" in data:
                 blocks.append(f'<div class="nb-html" markdown="0">\n{data["text/html"]}\n</div>')
             elif "text/plain" in data:
                 blocks.append(_fence(_output_text(data["text/plain"], root)))
+            else:  # a kind of output a static page cannot show (a widget without text)
+                blocks.append(
+                    f"*(an output of type {', '.join(sorted(data)) or 'unknown'} not shown here)*"
+                )
     if not blocks:
         return "", files
     body = "\n\n".join(blocks)
     return f'<div class="nb-output" markdown>\n\n{body}\n\n</div>', files
+
+
+def _read(path: Path):
+    """A notebook, or a SiteError naming the file (missing, unreadable, not a notebook)."""
+    try:
+        return nbformat.read(path, as_version=4)
+    except FileNotFoundError:
+        raise SiteError(f"{path}: no such notebook") from None
+    except Exception as exc:  # nbformat's NotJSONError, ValidationError, OSError, ...
+        raise SiteError(f"{path}: not a readable notebook ({type(exc).__name__}: {exc})") from None
 
 
 def _code_cells(nb) -> list:
@@ -188,9 +211,7 @@ def notebook_page(
     ``solutions``, an exercise's solution code below it, collapsed."""
     from shared import labs
 
-    lab = nbformat.read(lab_path, as_version=4)
-    solution = nbformat.read(solution_path, as_version=4)
-    executed = nbformat.read(executed_path, as_version=4)
+    lab, solution, executed = (_read(p) for p in (lab_path, solution_path, executed_path))
     lab_code, sol_code, run_code = _code_cells(lab), _code_cells(solution), _code_cells(executed)
     if not len(lab_code) == len(sol_code) == len(run_code):
         raise SiteError(
@@ -206,7 +227,7 @@ def notebook_page(
     title = None
     for cell in lab.cells:
         if cell.cell_type == "markdown":
-            text, pics = markdown_cell(cell.source, lab_path.parent)
+            text, pics = markdown_cell(cell.source, lab_path)
             files.update(pics)
             if title is None and (m := re.search(r"^# (.+)$", text, re.M)):
                 title = m[1].strip()
@@ -267,7 +288,13 @@ def executions(
             raise SiteError(f"{out}: no current execution of {solution} (run `make demo`)")
         else:
             log(f"  executing {solution.name} on the smoke config (no current run in {folder})")
-            experiments.run_recorded(solution, out, params, timeout=600)
+            try:
+                experiments.run_recorded(solution, out, params, timeout=600)
+            except Exception as exc:  # papermill's error names the cell; the file is kept
+                raise SiteError(
+                    f"{solution}: its smoke run failed ({type(exc).__name__}); the executed "
+                    f"notebook with the error is {out}"
+                ) from exc
             record = experiments.current_record(solution, out, params)
             if record is None:
                 raise SiteError(f"{out}: executed, but its record does not match")
@@ -320,14 +347,16 @@ def dag_pages(dags_dir: Path) -> list[Page]:
 
 
 def latest_comparison(runs_root: Path) -> Path | None:
-    """The newest ``runs/<ds>/experiments/`` that holds a comparison (by logical date;
-    ``runs/lab1_3/`` is the Lab 1.3 notebook's own sweep, not the DAG's)."""
-    found = sorted(
-        (p for p in runs_root.glob("*/experiments/comparison.md")
-         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", p.parent.parent.name)),
-        key=lambda p: p.parent.parent.name,
-    )  # fmt: skip
-    return found[-1].parent if found else None
+    """The ``notebook_experiments`` comparison written last: in ``runs/<ds>/experiments/``,
+    or ``runs/<run id>/experiments/`` for a run without a logical date (Airflow's run ids
+    have a ``__``, as in ``manual__2026-...``). ``runs/lab1_3/`` is the Lab 1.3 notebook's
+    own sweep, not the DAG's, and is left out."""
+    found = [
+        p
+        for p in runs_root.glob("*/experiments/comparison.md")
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", p.parent.parent.name) or "__" in p.parent.parent.name
+    ]
+    return max(found, key=lambda p: p.stat().st_mtime).parent if found else None
 
 
 def experiments_page(folder: Path) -> Page:
@@ -335,22 +364,23 @@ def experiments_page(folder: Path) -> Page:
     figure, and the configuration each row ran."""
     table = (folder / "comparison.md").read_text()
     figure = folder / "comparison.png"
-    ds = folder.parent.name
+    ds = folder.parent.name  # a logical date, or the run id of a run without one
     subsets = set()
     for config in sorted(folder.glob("*/config.yaml")):
         m = re.search(r"^\s+subset:\s*(\S+)", config.read_text(), re.M)
         subsets.add(m[1] if m else "null")
     data = (
         f"the first {', '.join(sorted(subsets))} training images (a smoke run: its accuracies "
-        "show that every experiment runs end to end, not how good each model is; Lab 1.3's "
-        "page has the full-data comparison)"
+        "show that every experiment runs end to end, not how good each model is; run the DAG "
+        "without the subset override for the full-data comparison)"
         if subsets and subsets != {"null"}
         else "the full training set"
     )
     body = [
         "# Experiments compared",
         f"The `notebook_experiments` DAG ran the Lab 1.3 notebook once per file in "
-        f"`configs/experiments/`, for the logical date **{ds}**, on {data}, then compared the "
+        f"`configs/experiments/`, for {'the logical date' if ds[:1].isdigit() else 'the run'} "
+        f"**{ds}**, on {data}, then compared the "
         f"runs (`runs/{ds}/experiments/comparison.md`). Best test accuracy first.",
         table.strip(),
     ]
@@ -369,22 +399,57 @@ def experiments_page(folder: Path) -> Page:
 # ----------------------------------------------------------------- build
 
 
-#: Tags that make the browser fetch something at page load (links in text are fine).
-_FETCHING = re.compile(
-    r"<(script|link|img|iframe|source|video|audio|embed)\b[^>]*?\b(?:src|href)=[\"']"
-    r"((?:https?:)?//[^\"']+)",
-    re.I,
-)
-_CSS_REMOTE = re.compile(r"url\(\s*[\"']?((?:https?:)?//[^)\"']+)", re.I)
+_URL = r"(?:https?:)?//[^\s\"'<>)]+"
+_CSS_REMOTE = re.compile(r"(?:url\(\s*[\"']?|@import\s+[\"'])(" + _URL + ")", re.I)
+_ANY_REMOTE = re.compile(r"https?://[^\s\"'<>)]+", re.I)
+#: Attributes whose URL the browser loads by itself (an <a href> is only followed on a click).
+_LOADING = {"src", "srcset", "poster", "data", "background", "formaction"}
+
+
+class _Fetches(html.parser.HTMLParser):
+    """Every URL a page makes the browser load: resource attributes, stylesheets and icons
+    (<link href>), inline styles and <style> blocks, and any absolute URL in inline script
+    code (a notebook's HTML output could load a library that way)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.urls: list[str] = []
+        self._inline: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = {k: v or "" for k, v in attrs}
+        for name, value in attrs.items():
+            if name in _LOADING or (name == "href" and tag == "link"):
+                candidates = (
+                    [u.split()[0] for u in value.split(",") if u.strip()]
+                    if name == "srcset"
+                    else [value]
+                )
+                self.urls += [u for u in candidates if re.match(_URL, u.strip())]
+            elif name == "style":
+                self.urls += _CSS_REMOTE.findall(value)
+        self._inline = tag if tag in ("style", "script") and "src" not in attrs else None
+
+    def handle_data(self, data):
+        if self._inline == "style":
+            self.urls += _CSS_REMOTE.findall(data)
+        elif self._inline == "script":
+            self.urls += _ANY_REMOTE.findall(data)
+
+    def handle_endtag(self, tag):
+        self._inline = None
 
 
 def offsite_references(site: Path) -> list[str]:
     """Every place in the built site that would fetch from another host when viewed:
-    scripts, stylesheets, fonts, pictures, frames (ordinary outbound links are allowed)."""
+    scripts, stylesheets, fonts, pictures, frames, inline styles and scripts (ordinary
+    outbound links in text are allowed)."""
     found = []
     for path in sorted(site.rglob("*")):
         if path.suffix == ".html":
-            hits = [m[2] for m in _FETCHING.finditer(path.read_text(errors="replace"))]
+            parser = _Fetches()
+            parser.feed(path.read_text(errors="replace"))
+            hits = parser.urls
         elif path.suffix == ".css":
             hits = _CSS_REMOTE.findall(path.read_text(errors="replace"))
         else:
@@ -441,12 +506,18 @@ def build(
     start = time.perf_counter()
     root = paths.project_root()
     out = Path(out) if out else output_dir(solutions)
+    if out.exists() and any(out.iterdir()) and not (out / "sitemap.xml").is_file():
+        # the build replaces the whole folder: never one that is not an earlier site
+        raise SiteError(f"{out}: exists and is not a built site; choose another --out")
     found, reused, executed = executions(executed_folder, run=run, log=log)
     log(f"notebooks: {len(reused)} executions reused, {len(executed)} run now")
 
     pages: list[Page] = []
     for name in ("index.md", "course.md", "instructors.md"):
-        pages.append(Page(name, name, (DOCS / name).read_text()))
+        try:
+            pages.append(Page(name, name, (DOCS / name).read_text()))
+        except OSError as exc:
+            raise SiteError(f"{DOCS / name}: cannot read it ({exc.strerror})") from None
     fig_files = {}
     for name, fig in (("images/lifecycle.png", plots.lifecycle_figure()),):
         import io
@@ -495,7 +566,8 @@ def build(
         with atomic_directory(out) as built:
             config = _config(stage, built, nav, solutions)
             done = subprocess.run(
-                [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-f", str(config)],
+                # not --quiet: it drops the warnings that --strict turns into a failure
+                [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config)],
                 capture_output=True, text=True,
                 env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
             )  # fmt: skip
@@ -511,16 +583,34 @@ def build(
     return BuildResult(out, [p.path for p in pages], time.perf_counter() - start, reused, executed)
 
 
-def serve(site: Path, port: int = 8000, host: str = "127.0.0.1") -> None:
-    """Serve the built ``site`` on ``host:port`` until interrupted (Ctrl-C)."""
+def make_server(site: Path, port: int = 8000, host: str = "127.0.0.1"):
+    """An HTTP server for the built ``site`` on ``host:port`` (port 0: any free one)."""
     import functools
     import http.server
+    import sys
+
+    class Server(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            # a browser that navigates on cancels what it was loading: not an error
+            if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+                super().handle_error(request, client_address)
 
     if not (site / "index.html").is_file():
         raise SiteError(f"{site}: no built site here (run `make site`)")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    with http.server.ThreadingHTTPServer((host, port), handler) as server:
-        print(f"serving {site} on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
+    try:
+        return Server((host, port), handler)
+    except OSError as exc:
+        raise SiteError(
+            f"{host}:{port}: cannot serve there ({exc.strerror}); try PORT=8001"
+        ) from None
+
+
+def serve(site: Path, port: int = 8000, host: str = "127.0.0.1") -> None:
+    """Serve the built ``site`` on ``host:port`` until interrupted (Ctrl-C)."""
+    with make_server(site, port, host) as server:
+        url = f"http://{host}:{server.server_address[1]}/"
+        print(f"serving {site} on {url} (Ctrl-C stops)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is meant to stop
             server.serve_forever()
 

@@ -44,6 +44,10 @@ class DeviceError(RuntimeError):
     """The config (or a command line) asks for a device this machine does not have."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: another format, or made with another config."""
+
+
 def select_device(preference: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit choice must be available."""
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
@@ -281,7 +285,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: no checkpoint")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: checkpoint format {state.get('format')!r}; expected {CHECKPOINT_FORMAT}"
         )
     return state
@@ -428,7 +432,7 @@ def fit(
     if resume:
         state = load_checkpoint(run_dir / "checkpoint.pt")
         if state["config_hash"] != config.hash():
-            raise ValueError(
+            raise CheckpointError(
                 f"{run_dir}: checkpoint was made with config hash {state['config_hash']}, "
                 f"this config is {config.hash()}; resume needs the same config"
             )

@@ -196,8 +196,8 @@ def embedded_pipeline(dagbag, tmp_path_factory):
 class DevTools:
     """Headless Chromium driven over the DevTools protocol (websocket-client, already in the
     lock as a Jupyter dependency): ``send`` a command and get its result; the console
-    errors, uncaught exceptions and failed requests seen since ``clear()`` collect in
-    ``problems``."""
+    errors, uncaught exceptions and failed requests collect in ``problems``, and every URL
+    requested in ``requests``."""
 
     def __init__(self, browser_command: list[str], profile: Path, port: int, size=(1400, 900)):
         import json
@@ -226,6 +226,7 @@ class DevTools:
         self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60)
         self._ids = iter(range(1, 1_000_000))
         self.problems: list[str] = []
+        self.requests: list[str] = []  # every URL the pages asked for, in order
         for domain in ("Page", "Runtime", "Network", "Log"):
             self.send(f"{domain}.enable")
 
@@ -240,6 +241,8 @@ class DevTools:
             self.problems.append(
                 f"log: {params['entry'].get('text')} {params['entry'].get('url', '')}"
             )
+        elif method == "Network.requestWillBeSent":
+            self.requests.append(params["request"]["url"])
         elif method == "Network.loadingFailed" and not params.get("canceled"):
             self.problems.append(f"request failed: {params.get('errorText')}")
         elif method == "Network.responseReceived" and params["response"]["status"] >= 400:

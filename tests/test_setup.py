@@ -26,22 +26,33 @@ def test_second_setup_is_a_no_op(repo):
     assert "--IPKernelApp.log_level=ERROR" in kernel.read_text()
 
 
-def test_stamp_is_the_lock_hash(repo):
-    """The stamp is keyed on requirements.lock + pyproject's [project] table + the venv's
-    Python, so editing the dependencies or entry points re-installs, while editing tool
-    settings does not."""
-    import hashlib
-    import json
+def test_the_stamp_changes_with_dependencies_not_with_tool_settings(repo, tmp_path):
+    """set-up reinstalls when the stamp differs from .venv's: editing the dependencies (or
+    the lock) must change it, editing tool settings (ruff's) must not; and the installed
+    environment's stamp is the current one (set-up ran on this very checkout)."""
+    import subprocess
     import sys
-    import tomllib
 
-    project = json.dumps(
-        tomllib.loads((repo / "pyproject.toml").read_text())["project"], sort_keys=True
+    def stamp(folder):
+        done = subprocess.run([sys.executable, str(repo / "scripts" / "setup_stamp.py"), str(folder)],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        return done.stdout.strip()
+
+    assert (repo / ".venv" / ".workbook-setup").read_text().strip() == stamp(repo)
+    for name in ("pyproject.toml", "requirements.lock"):
+        (tmp_path / name).write_bytes((repo / name).read_bytes())
+    base = stamp(tmp_path)
+    pyproject = (tmp_path / "pyproject.toml").read_text()
+    (tmp_path / "pyproject.toml").write_text(
+        pyproject.replace("line-length = 100", "line-length = 99")
     )
-    want = hashlib.sha256(
-        (repo / "requirements.lock").read_bytes() + project.encode() + sys.version.encode()
-    ).hexdigest()
-    assert (repo / ".venv" / ".workbook-setup").read_text().strip() == want
+    assert stamp(tmp_path) == base, "a ruff setting is no reason to reinstall"
+    (tmp_path / "pyproject.toml").write_text(pyproject.replace('"tqdm>=4.66"', '"tqdm>=4.67"'))
+    assert stamp(tmp_path) != base, "a changed dependency reinstalls"
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    with open(tmp_path / "requirements.lock", "a") as f:
+        f.write("# a new pin\n")
+    assert stamp(tmp_path) != base, "a changed lock reinstalls"
 
 
 def test_an_unsupported_python_is_named_with_the_supported_ones(repo, tmp_path):

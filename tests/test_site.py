@@ -52,14 +52,16 @@ def test_markdown_cell_turns_details_into_collapsed_admonitions_and_copies_pictu
         "<details><summary>Show a hint</summary>\n\nUse `x.view`.\n\n</details>\n\n"
         '<details><summary>Show the "answer"</summary>\n\n```python\nx = 1\n```\n\n</details>'
     )
-    text, files = site.markdown_cell(source, tmp_path / "labs")
+    text, files = site.markdown_cell(source, tmp_path / "labs" / "nb.ipynb")
     assert "![the UI](../images/ui.png)" in text
     assert files == {"images/ui.png": b"\x89PNG fake"}
     assert '??? tip "Show a hint"\n\n    Use `x.view`.' in text
     assert "??? success \"Show the 'answer'\"\n\n    ```python\n    x = 1\n    ```" in text
     assert "<details>" not in text
-    with pytest.raises(site.SiteError, match="missing picture ../docs/images/gone.png"):
-        site.markdown_cell("![x](../docs/images/gone.png)", tmp_path / "labs")
+    with pytest.raises(
+        site.SiteError, match="nb.ipynb: links the missing picture ../docs/images/gone.png"
+    ):
+        site.markdown_cell("![x](../docs/images/gone.png)", tmp_path / "labs" / "nb.ipynb")
 
 
 def test_outputs_become_text_blocks_pictures_and_markdown():
@@ -76,10 +78,18 @@ def test_outputs_become_text_blocks_pictures_and_markdown():
     assert text.startswith('<div class="nb-output" markdown>') and text.endswith("</div>")
     assert "```text\nsaved ./runs/a.pt\nok\n```" in text, "paths relative, no ANSI codes"
     assert files == {"labs/x/cell3-1.png": b"\x89PNG\r\n\x1a\n"}
-    assert "![&lt;Figure size 640x480&gt;](cell3-1.png)" in text
+    assert "![&lt;Figure size 640x480&gt;](x/cell3-1.png)" in text, "from labs/x.md to labs/x/"
     assert "| a |\n|---|\n| 1 |" in text
     assert "````text\n```tricky```\n````" in text, "a fence longer than any inside it"
     assert site.outputs_markdown([], "p", None) == ("", {})
+    svg = nbformat.v4.new_output("display_data", data={"image/svg+xml": "<svg></svg>"})
+    widget = nbformat.v4.new_output(
+        "display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "1"}}
+    )
+    text, files = site.outputs_markdown([svg, widget], "labs/x/cell1", None)
+    assert files == {"labs/x/cell1-0.svg": b"<svg></svg>"} and "](x/cell1-0.svg)" in text
+    assert "![figure]" in text, "a picture without a text form still gets an alt text"
+    assert "application/vnd.jupyter.widget-view+json not shown here" in text
 
 
 def test_offsite_references_are_found_and_plain_links_are_not(tmp_path):
@@ -89,21 +99,44 @@ def test_offsite_references_are_found_and_plain_links_are_not(tmp_path):
         '<script src="https://cdn.example.org/x.js"></script>'
         '<link rel="stylesheet" href="//fonts.example.org/css">'
         '<img alt="ok" src="../img/local.png">'
+        '<img srcset="small.png 1x, https://cdn.example.org/big.png 2x">'
+        "<div style=\"background: url('https://example.org/inline.png')\"></div>"
+        "<style>@import 'https://fonts.example.org/f.css';</style>"
+        "<script>import('https://esm.example.org/plotly.js')</script>"
+        "<video poster=https://example.org/poster.jpg></video>"
     )
     (tmp_path / "s.css").write_text("body{background:url('https://example.org/bg.png')}")
     assert site.offsite_references(tmp_path) == [
         "a/index.html: https://cdn.example.org/x.js",
         "a/index.html: //fonts.example.org/css",
+        "a/index.html: https://cdn.example.org/big.png",
+        "a/index.html: https://example.org/inline.png",
+        "a/index.html: https://fonts.example.org/f.css",
+        "a/index.html: https://esm.example.org/plotly.js",
+        "a/index.html: https://example.org/poster.jpg",
         "s.css: https://example.org/bg.png",
     ]
 
 
 def test_the_newest_dag_comparison_is_chosen_not_the_lab_sweep(tmp_path):
-    for folder in ("2024-01-01", "2024-01-03", "lab1_3", "2024-01-02"):
+    import os
+
+    written = {"2024-01-03": 100, "manual__2026-11-28T02-00-00-00-00": 300, "2024-01-01": 200,
+               "lab1_3": 400}  # fmt: skip
+    for folder, mtime in written.items():
         (tmp_path / folder / "experiments").mkdir(parents=True)
-        (tmp_path / folder / "experiments" / "comparison.md").write_text("| x |")
-    assert site.latest_comparison(tmp_path) == tmp_path / "2024-01-03" / "experiments"
-    assert site.latest_comparison(tmp_path / "2024-01-01" / "nothing") is None
+        md = tmp_path / folder / "experiments" / "comparison.md"
+        md.write_text("| x |")
+        os.utime(md, (mtime, mtime))
+    newest = tmp_path / "manual__2026-11-28T02-00-00-00-00" / "experiments"
+    assert site.latest_comparison(tmp_path) == newest, "a run without a logical date counts"
+    assert site.latest_comparison(tmp_path / "nothing") is None
+
+
+def sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_an_execution_record_is_current_only_for_the_same_notebook_and_parameters(tmp_path):
@@ -116,8 +149,13 @@ def test_an_execution_record_is_current_only_for_the_same_notebook_and_parameter
     out.write_text(notebook.read_text())
     key = experiments.execution_key(notebook, params)
     record = out.with_name("nb.ipynb.run.json")
-    record.write_text(json.dumps({"key": key, "parameters": params}))
-    assert experiments.current_record(notebook, out, params) == {"key": key, "parameters": params}
+    entry = {"key": key, "parameters": params, "output_sha256": sha256(out)}
+    record.write_text(json.dumps(entry))
+    assert experiments.current_record(notebook, out, params) == entry
+    out.write_text(out.read_text() + " ")
+    assert experiments.current_record(notebook, out, params) is None, "the output was rewritten"
+    entry["output_sha256"] = sha256(out)
+    record.write_text(json.dumps(entry))
     assert (
         experiments.current_record(notebook, out, {"config_path": "configs/default.yaml"}) is None
     )
@@ -140,8 +178,13 @@ def test_a_notebook_page_shows_the_lab_with_outputs_and_solutions_only_when_aske
     assert every, "every notebook has exercises"
     assert not {line for line in hidden if line in learner.markdown}
     assert {line for line in every if line in instructor.markdown} == every
-    assert '??? success "Solution"' in instructor.markdown
-    assert '??? success "Solution"' not in learner.markdown
+    exercises = sum(
+        bool(labs.parse_regions(c.source)[1])
+        for c in nbformat.read(REPO / "solutions" / name, as_version=4).cells
+        if c.cell_type == "code"
+    )
+    assert instructor.markdown.count('??? success "Solution"') == exercises > 0
+    assert learner.markdown.count('??? success "Solution"') == 0
     assert "YOUR CODE HERE" in learner.markdown and 'class="nb-output"' in learner.markdown
     assert re.match(r"(00|Lab 1\.[123]) · ", learner.title), learner.title
     assert any(f.endswith(".png") for f in learner.files), "the notebook's figures come along"
@@ -196,7 +239,6 @@ def test_the_site_builds_from_current_runs_and_every_page_works_in_chromium(
 ):
     """The notebooks' smoke executions (shared with the notebook tests) are reused by their
     records; the Lab 1.3 run's comparison stands in for the DAG's (same `compare`)."""
-    import http.server
     import urllib.request
 
     for name in NAMES:
@@ -211,6 +253,7 @@ def test_the_site_builds_from_current_runs_and_every_page_works_in_chromium(
     assert built.reused == NAMES and built.executed == []
     warm = site.build(out=tmp_path / "site", executed_folder=smoke_run.folder, run=False)
     print(f"rebuilt without changes in {warm.seconds:.1f} s")
+    assert warm.executed == [] and warm.seconds < 60, "a rebuild reuses every execution"
     instructors = site.build(
         solutions=True, out=tmp_path / "instructors", executed_folder=smoke_run.folder, run=False
     )
@@ -228,16 +271,17 @@ def test_the_site_builds_from_current_runs_and_every_page_works_in_chromium(
         leaked = {line for line in hidden if line in learner_text}
         assert not leaked, f"{name}: solution code in the learner site: {sorted(leaked)[:3]}"
         assert {line for line in every if line in instructor_text} == every
+        page = f"labs/{Path(name).stem}/index.html"
+        solutions = (
+            (tmp_path / "instructors" / page).read_text().count("<summary>Solution</summary>")
+        )
+        assert (
+            solutions > 0
+            and learner_html[tmp_path / "site" / page].count("<summary>Solution</summary>") == 0
+        )
 
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(tmp_path / "site"), **kwargs)
-
-        def log_message(self, *args):  # a line per request would bury the test's own output
-            pass
-
-    port = free_port()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Quiet)
+    server = site.make_server(tmp_path / "site", port=free_port())
+    port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{port}"
     browser = DevTools(chromium(), tmp_path / "chromium", free_port(), size=(1400, 1000))
@@ -255,6 +299,8 @@ def test_the_site_builds_from_current_runs_and_every_page_works_in_chromium(
             if page.startswith("/labs/"):
                 assert report["output_images"] >= 1, f"{page} shows no figure of its run"
                 assert "YOUR CODE HERE" in report["text"]
+        offsite = [u for u in browser.requests if not u.startswith((base, "data:", "blob:"))]
+        assert offsite == [], f"pages fetched from other hosts: {offsite[:5]}"
         for link in sorted(links):
             with urllib.request.urlopen(link, timeout=10) as resp:
                 assert resp.status == 200, link
