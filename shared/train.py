@@ -309,7 +309,9 @@ def load_model(source: str | os.PathLike[str]) -> tuple[nn.Module, Config]:
 
 
 @dataclass
-class Dist:
+class Processes:
+    """This process's place among torchrun's: its rank and how many there are (1, 1 alone)."""
+
     rank: int = 0
     world_size: int = 1
 
@@ -318,20 +320,20 @@ class Dist:
         return self.rank == 0
 
 
-def _init_distributed(device: torch.device) -> Dist:
+def _join_processes(device: torch.device) -> Processes:
     """Join the process group that torchrun describes through RANK / WORLD_SIZE."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Dist()
+        return Processes()
     import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size())
+    return Processes(dist.get_rank(), dist.get_world_size())
 
 
-def _all_reduce_sum(values: list[float], dist_info: Dist) -> list[float]:
-    if dist_info.world_size == 1:
+def _all_reduce_sum(values: list[float], procs: Processes) -> list[float]:
+    if procs.world_size == 1:
         return values
     import torch.distributed as dist
 
@@ -357,10 +359,10 @@ def run_dir_for(config: Config) -> Path:
     return paths.resolve(config.output.root) / config.run_id()
 
 
-def _batches(split, cfg: Config, shuffle: bool, dist_info: Dist, device: torch.device):
+def _batches(split, cfg: Config, shuffle: bool, procs: Processes, device: torch.device):
     from shared import data
 
-    kw = {"rank": dist_info.rank, "world_size": dist_info.world_size} if shuffle else {}
+    kw = {"rank": procs.rank, "world_size": procs.world_size} if shuffle else {}
     if cfg.data.loader == "dataloader":
         return data.dataloader_batches(split, cfg.training.batch_size, shuffle, cfg.seed, **kw)
     # the tensor path keeps the split on the training device (a GPU's memory, if any)
@@ -377,6 +379,198 @@ def _set_epoch(batches, epoch: int, seed: int) -> None:
         batches.sampler.set_epoch(epoch)
     elif batches.generator is not None:  # DataLoader shuffling with its own generator
         batches.generator.manual_seed(seed + epoch)
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds, passed between fit's steps."""
+
+    config: Config
+    run_dir: Path
+    device: torch.device
+    procs: Processes
+    splits: Any
+    batches: dict[str, Any]  # "train", "val", "test"
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    show: bool  # progress bars
+    say: Any  # print on the main process, nothing elsewhere
+    train_model: nn.Module | None = None  # the model, or its DistributedDataParallel wrapper
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+
+
+def _prepare(config: Config, run_dir: Path, progress: bool | None, log, splits) -> _Run:
+    """Device, process group, seeds, data splits as batches on the device, model,
+    optimizer and schedule: everything before the first step, from the config alone."""
+    from shared import data
+    from shared.model import build_model
+
+    device = select_device(config.training.device)
+    procs = _join_processes(device)
+    seed_everything(config.seed)
+    if splits is None:
+        root = paths.resolve(config.data.root)
+        splits = data.load_splits(root, config.data.val_fraction, config.seed, config.data.subset)
+    batches = {
+        "train": _batches(splits.train, config, True, procs, device),
+        "val": _batches(splits.val, config, False, procs, device),
+        "test": _batches(splits.test, config, False, procs, device),
+    }
+    model = build_model(config.model).to(device)
+    optimizer = make_optimizer(model, config.training)
+    schedule = make_schedule(optimizer, config.training, len(batches["train"]))
+    show = (config.training.progress if progress is None else progress) and procs.is_main
+    say = log if procs.is_main else (lambda *_: None)
+    return _Run(config, run_dir, device, procs, splits, batches, model, optimizer, schedule,
+                show, say)  # fmt: skip
+
+
+def _resume(run: _Run) -> None:
+    """Model, optimizer, schedule, RNG states and history from the run's checkpoint, which
+    must come from the same config: the rest of the run is then exactly the uninterrupted
+    one's."""
+    state = load_checkpoint(run.run_dir / "checkpoint.pt")
+    if state["config_hash"] != run.config.hash():
+        raise CheckpointError(
+            f"{run.run_dir}: checkpoint was made with config hash {state['config_hash']}, "
+            f"this config is {run.config.hash()}; resume needs the same config"
+        )
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.schedule.scheduler is not None:
+        run.schedule.scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    run.history, run.start_epoch = list(state["history"]), int(state["epoch"])
+    run.say(f"resuming {run.run_dir.name} after epoch {run.start_epoch}")
+
+
+def _wrap_for_processes(run: _Run) -> None:
+    """Under torchrun, train through DistributedDataParallel (it averages gradients across
+    processes); alone, the model itself."""
+    run.train_model = run.model
+    if run.procs.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        run.train_model = DistributedDataParallel(run.model)
+
+
+def _write_header(run: _Run) -> None:
+    """The run folder's config.yaml and environment.json (main process), and one line
+    saying what trains on what."""
+    from shared.model import count_parameters
+
+    if run.procs.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(run.config, run.run_dir / "config.yaml")
+        atomic_write_json(run.run_dir / "environment.json", {
+            "versions": library_versions(),
+            "code_version": code_version(),
+            "device": str(run.device),
+            "torch_threads": torch.get_num_threads(),
+            "world_size": run.procs.world_size,
+            "platform": platform.platform(),
+        })  # fmt: skip
+    s = run.splits
+    run.say(
+        f"run {run.run_dir.name}: {run.config.model.name} ({count_parameters(run.model):,} "
+        f"parameters) on {run.device}, "
+        f"{len(s.train):,} train / {len(s.val):,} val / {len(s.test):,} test images"
+        + (f", {run.procs.world_size} processes" if run.procs.world_size > 1 else "")
+    )
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    """One epoch of training, then validation; returns the epoch's history entry (train
+    figures summed over every process)."""
+    epochs = run.config.training.epochs
+    _set_epoch(run.batches["train"], epoch, run.config.seed)
+    tr = train_one_epoch(
+        run.train_model, run.batches["train"], run.optimizer, run.device, run.schedule,
+        run.show, desc=f"epoch {epoch + 1}/{epochs}",
+    )  # fmt: skip
+    run.schedule.epoch_done()
+    loss_sum, correct, n = _all_reduce_sum(
+        [tr["loss"] * tr["n"], tr["accuracy"] * tr["n"], tr["n"]], run.procs
+    )
+    val = evaluate(run.model, run.batches["val"], run.device)
+    h = {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / n,
+        "train_accuracy": correct / n,
+        "val_loss": val["loss"],
+        "val_accuracy": val["accuracy"],
+        "seconds": tr["seconds"],
+        "lr": run.optimizer.param_groups[0]["lr"],
+    }
+    run.say(
+        f"epoch {epoch + 1}/{epochs}: train loss {h['train_loss']:.4f} "
+        f"acc {h['train_accuracy']:.2%} | val loss {h['val_loss']:.4f} "
+        f"acc {h['val_accuracy']:.2%} | {h['seconds']:.1f} s"
+    )
+    return h
+
+
+def _metrics(run: _Run, completed: bool, test: dict[str, float] | None) -> dict[str, Any]:
+    """metrics.json: what the run is, how far it got, its history and its test result."""
+    from shared.model import count_parameters
+
+    return {
+        "run_id": run.run_dir.name,
+        "config_hash": run.config.hash(),
+        "model": run.config.model.name,
+        "parameters": count_parameters(run.model),
+        "device": str(run.device),
+        "world_size": run.procs.world_size,
+        "epochs_completed": len(run.history),
+        "completed": completed,
+        "history": run.history,
+        "train_seconds": sum(h["seconds"] for h in run.history),
+        "test": test,
+        "weights_sha256": weights_digest(run.model),
+    }
+
+
+def _save_progress(run: _Run, epochs_done: int) -> None:
+    """After each epoch (main process): a checkpoint that resumes exactly, and metrics.json
+    marked not completed, so an interrupted run shows how far it got."""
+    if not run.procs.is_main:
+        return
+    schedule = run.schedule.scheduler
+    save_checkpoint(run.run_dir / "checkpoint.pt", {
+        "format": CHECKPOINT_FORMAT,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": schedule.state_dict() if schedule else None,
+        "epoch": epochs_done,
+        "rng": _rng_state(),
+        "config": run.config.to_dict(),
+        "config_hash": run.config.hash(),
+        "history": run.history,
+        "versions": library_versions(),
+    })  # fmt: skip
+    atomic_write_json(run.run_dir / "metrics.json", _metrics(run, False, None))
+
+
+def _finish(run: _Run) -> RunResult:
+    """Test a completed run (never an interrupted one: the test set is read once, at the
+    end), write the final metrics.json, wait for every process."""
+    completed = len(run.history) >= run.config.training.epochs
+    test = evaluate(run.model, run.batches["test"], run.device) if completed else None
+    metrics = _metrics(run, completed, test)
+    if run.procs.is_main:
+        atomic_write_json(run.run_dir / "metrics.json", metrics)
+    if test is not None:
+        run.say(
+            f"test accuracy {test['accuracy']:.2%} (loss {test['loss']:.4f}); "
+            f"run folder {run.run_dir}"
+        )
+    if run.procs.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return RunResult(run.run_dir, metrics, run.model, completed, run.procs.is_main)
 
 
 def fit(
@@ -401,144 +595,15 @@ def fit(
     Returns:
         RunResult with the run folder, the metrics dict and the trained model.
     """
-    from shared import data
-    from shared.model import build_model, count_parameters
-
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(config)
-    show = config.training.progress if progress is None else progress
-    device = select_device(config.training.device)
-    dist_info = _init_distributed(device)
-    show = show and dist_info.is_main
-    say = log if dist_info.is_main else (lambda *_: None)
-
-    seed_everything(config.seed)
-    if splits is None:
-        splits = data.load_splits(
-            paths.resolve(config.data.root),
-            config.data.val_fraction,
-            config.seed,
-            config.data.subset,
-        )
-    train_batches = _batches(splits.train, config, True, dist_info, device)
-    val_batches = _batches(splits.val, config, False, dist_info, device)
-    test_batches = _batches(splits.test, config, False, dist_info, device)
-
-    model = build_model(config.model).to(device)
-    optimizer = make_optimizer(model, config.training)
-    schedule = make_schedule(optimizer, config.training, len(train_batches))
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-
+    run = _prepare(config, run_dir, progress, log, splits)
     if resume:
-        state = load_checkpoint(run_dir / "checkpoint.pt")
-        if state["config_hash"] != config.hash():
-            raise CheckpointError(
-                f"{run_dir}: checkpoint was made with config hash {state['config_hash']}, "
-                f"this config is {config.hash()}; resume needs the same config"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if schedule.scheduler is not None:
-            schedule.scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        history, start_epoch = list(state["history"]), int(state["epoch"])
-        say(f"resuming {run_dir.name} after epoch {start_epoch}")
-
-    train_model: nn.Module = model
-    if dist_info.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(model)
-
-    n_params = count_parameters(model)
-    if dist_info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
-        atomic_write_json(run_dir / "environment.json", {
-            "versions": library_versions(),
-            "code_version": code_version(),
-            "device": str(device),
-            "torch_threads": torch.get_num_threads(),
-            "world_size": dist_info.world_size,
-            "platform": platform.platform(),
-        })  # fmt: skip
-    say(
-        f"run {run_dir.name}: {config.model.name} ({n_params:,} parameters) on {device}, "
-        f"{len(splits.train):,} train / {len(splits.val):,} val / {len(splits.test):,} test images"
-        + (f", {dist_info.world_size} processes" if dist_info.world_size > 1 else "")
-    )
-
-    def metrics_dict(completed: bool, test: dict[str, float] | None) -> dict[str, Any]:
-        return {
-            "run_id": run_dir.name,
-            "config_hash": config.hash(),
-            "model": config.model.name,
-            "parameters": n_params,
-            "device": str(device),
-            "world_size": dist_info.world_size,
-            "epochs_completed": len(history),
-            "completed": completed,
-            "history": history,
-            "train_seconds": sum(h["seconds"] for h in history),
-            "test": test,
-            "weights_sha256": weights_digest(model),
-        }
-
-    last = (
-        config.training.epochs
-        if stop_after_epoch is None
-        else min(stop_after_epoch, config.training.epochs)
-    )
-    for epoch in range(start_epoch, last):
-        _set_epoch(train_batches, epoch, config.seed)
-        tr = train_one_epoch(
-            train_model, train_batches, optimizer, device, schedule, show,
-            desc=f"epoch {epoch + 1}/{config.training.epochs}",
-        )  # fmt: skip
-        schedule.epoch_done()
-        loss_sum, correct, n = _all_reduce_sum(
-            [tr["loss"] * tr["n"], tr["accuracy"] * tr["n"], tr["n"]], dist_info
-        )
-        val = evaluate(model, val_batches, device)
-        history.append({
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / n,
-            "train_accuracy": correct / n,
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-            "seconds": tr["seconds"],
-            "lr": optimizer.param_groups[0]["lr"],
-        })  # fmt: skip
-        h = history[-1]
-        say(
-            f"epoch {epoch + 1}/{config.training.epochs}: train loss {h['train_loss']:.4f} "
-            f"acc {h['train_accuracy']:.2%} | val loss {h['val_loss']:.4f} "
-            f"acc {h['val_accuracy']:.2%} | {h['seconds']:.1f} s"
-        )
-        if dist_info.is_main:
-            save_checkpoint(run_dir / "checkpoint.pt", {
-                "format": CHECKPOINT_FORMAT,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": schedule.scheduler.state_dict() if schedule.scheduler else None,
-                "epoch": epoch + 1,
-                "rng": _rng_state(),
-                "config": config.to_dict(),
-                "config_hash": config.hash(),
-                "history": history,
-                "versions": library_versions(),
-            })  # fmt: skip
-            atomic_write_json(run_dir / "metrics.json", metrics_dict(False, None))
-
-    completed = len(history) >= config.training.epochs
-    test = evaluate(model, test_batches, device) if completed else None
-    metrics = metrics_dict(completed, test)
-    if dist_info.is_main:
-        atomic_write_json(run_dir / "metrics.json", metrics)
-    if test is not None:
-        say(f"test accuracy {test['accuracy']:.2%} (loss {test['loss']:.4f}); run folder {run_dir}")
-    if dist_info.world_size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-    return RunResult(run_dir, metrics, model, completed, dist_info.is_main)
+        _resume(run)
+    _wrap_for_processes(run)
+    _write_header(run)
+    epochs = config.training.epochs
+    last = epochs if stop_after_epoch is None else min(stop_after_epoch, epochs)
+    for epoch in range(run.start_epoch, last):
+        run.history.append(_train_epoch(run, epoch))
+        _save_progress(run, epoch + 1)
+    return _finish(run)
