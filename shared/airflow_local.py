@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import paths
+from shared.io import atomic_path
 
 
 def configure() -> dict[str, str]:
@@ -237,8 +238,7 @@ def promote(draft: str | os.PathLike[str], dags_dir: str | os.PathLike[str] | No
     file there would show up as an import error in the UI, so the file is parsed first and
     renamed into place.
     """
-    from shared.io import atomic_path
-    from shared.labs import published_source
+    from shared.notebooks import published_source
 
     draft = Path(draft)
     target_dir = Path(dags_dir) if dags_dir else paths.project_root() / "dags"

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared import paths
+
 TARGET = 0.99
 CPU = torch.device("cpu")
 
@@ -269,7 +271,7 @@ def run(
     """The workbook config over ``seeds`` seeds (0, 1, ...), each ``repeats`` times (the
     fastest counts), then the classic pipeline once, in the same process: the ratio compares
     runs on the same machine in the same minutes."""
-    from shared import data, paths
+    from shared import data
     from shared.config import load_config
     from shared.train import select_device
 
@@ -359,49 +361,12 @@ def dag_parse_times(dags_dir=None) -> dict[str, float]:
     (so no file profits from modules another file already imported)."""
     from pathlib import Path
 
-    from shared import airflow_local, paths
+    from shared import airflow_local
 
     airflow_local.configure()
     folder = paths.project_root() / "dags" if dags_dir is None else dags_dir
     files = sorted(folder.glob("*.py"))
     return {Path(f).name: s for f, s in airflow_local.parse_seconds(*files).items()}
-
-
-def grading_times(
-    n: int = 10, jobs: tuple[int, ...] = (1, 2), modes: tuple[str, ...] = ("bwrap", "none")
-) -> dict[str, float]:
-    """Seconds to grade one Lab 1.2 submission, then a class of ``n`` (the solution and the
-    generated lab, alternating, renamed like learners' files) with each number of ``jobs``,
-    in each sandbox mode this machine has (bubblewrap's overhead is the difference)."""
-    import shutil
-    import tempfile
-    import time
-    from pathlib import Path
-
-    from shared import grade, paths, sandbox
-    from shared.suites import LABS
-
-    lab = LABS["1.2"]
-    sources = [paths.project_root() / d / lab.notebook for d in ("solutions", "labs")]
-    times: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        subs = []
-        for i in range(n):
-            subs.append(Path(tmp) / f"learner{i:02d}.ipynb")
-            shutil.copyfile(sources[i % 2], subs[-1])
-        for mode in modes:
-            if mode == "bwrap" and sandbox.bwrap_problem():
-                continue
-            start = time.perf_counter()
-            report = grade.grade(subs[0], sandbox_mode=mode)
-            times[f"{mode}: one submission"] = time.perf_counter() - start
-            assert report.passed, report.format()
-            for j in jobs:
-                start = time.perf_counter()
-                reports = grade.grade_many(subs, jobs=j, progress=False, sandbox_mode=mode)
-                times[f"{mode}: {n} submissions, {j} at a time"] = time.perf_counter() - start
-                assert sum(r.passed for r in reports) == (n + 1) // 2
-    return times
 
 
 def cluster_times() -> dict[str, float]:
@@ -419,7 +384,6 @@ def cluster_times() -> dict[str, float]:
     from pathlib import Path
 
     from shared import cluster as cl
-    from shared import paths
 
     pipeline = ("mnist_training_pipeline", {"config_path": "configs/smoke.yaml", "subset": 1200})
     experiments = ("notebook_experiments", {"overrides": ["data.subset=1200"]})

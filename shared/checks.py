@@ -14,6 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shared import paths
+from shared.paths import project_root
+
 
 class CheckFailed(AssertionError):
     """A self-check failed; the message says what was expected and how to fix it."""
@@ -175,7 +178,6 @@ def tool_quiz(tool_of: dict[str, str]) -> None:
 @_check("optimizer settings come from the config")
 def settings_from_config(func: Callable) -> None:
     from shared.config import load_config
-    from shared.paths import project_root
 
     default = project_root() / "configs" / "default.yaml"
     for lr, batch in ((0.0123, 77), (0.5, 8)):
@@ -400,7 +402,7 @@ def speedrun(net_class: Callable, recipe: dict[str, Any], subset: int | None = N
 
     import torch
 
-    from shared import bench, data, paths
+    from shared import bench, data
     from shared.config import TrainingConfig
     from shared.train import make_optimizer, make_schedule
 
@@ -643,8 +645,6 @@ def _run_script(script, args: list[str], timeout: int = 300):
     import subprocess
     import sys
 
-    from shared.paths import project_root
-
     return subprocess.run(
         [sys.executable, str(script), *args],
         capture_output=True, text=True, timeout=timeout, cwd=project_root(),
@@ -820,7 +820,6 @@ TRAINER_CONFIG = [
 @_check("train_from_config builds and trains what the config says, reproducibly")
 def config_trainer(train_from_config: Callable) -> None:
     from shared.config import load_config
-    from shared.paths import project_root
     from shared.train import weights_digest
 
     config = load_config(project_root() / "configs" / "default.yaml", TRAINER_CONFIG)

@@ -11,11 +11,14 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from shared import paths
+from shared.io import atomic_write_json
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
-    from shared import paths, provision
+    from shared import provision
 
     root = Path(args.root) if args.root else paths.data_root()
     extra = [Path(d) for d in args.from_dirs]
@@ -86,7 +89,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_data_validate(args: argparse.Namespace) -> int:
     import json
 
-    from shared import data, paths
+    from shared import data
 
     root = Path(args.root) if args.root else paths.data_root()
     try:
@@ -103,11 +106,12 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from shared import bench, paths
-    from shared.io import atomic_write_json
+    from shared import bench
 
     if args.grading:
-        for name, seconds in bench.grading_times().items():
+        from shared.grading import timing
+
+        for name, seconds in timing.grading_times().items():
             print(f"grading Lab 1.2, {name:35} {seconds:6.1f} s")
         return EXIT_OK
     if args.cluster:
@@ -145,7 +149,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_labs(args: argparse.Namespace) -> int:
-    from shared import labs, paths
+    from shared import labs
 
     root = paths.project_root()
     if args.labs_command == "export":
@@ -193,7 +197,7 @@ def _parse_params(pairs: Sequence[Sequence[str]]) -> dict:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from shared import experiments, paths
+    from shared import experiments
     from shared.config import ConfigError
 
     nb = Path(args.notebook)
@@ -275,8 +279,8 @@ def _grade_inputs(names: Sequence[str]) -> list[Path]:
 def _cmd_grade(args: argparse.Namespace) -> int:
     import json
 
-    from shared import grade, gradebook, sandbox
-    from shared.suites import LABS
+    from shared.grading import grade, gradebook, sandbox
+    from shared.grading.suites import LABS
 
     if args.lab is not None and args.lab not in LABS:
         print(f"workbook grade: --lab {args.lab}: choose from {', '.join(LABS)}", file=sys.stderr)
@@ -597,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="save executed notebooks (a file for one notebook, a folder for several; "
         "with --out the default is <CSV without .csv>-executed/)",
     )  # fmt: skip
-    from shared.sandbox import DEFAULT_MEMORY_MB, DEFAULT_PROCESSES, MODES
+    from shared.grading.sandbox import DEFAULT_MEMORY_MB, DEFAULT_PROCESSES, MODES
 
     grade.add_argument(
         "--sandbox", choices=MODES, default="auto",

@@ -22,6 +22,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.io import atomic_write_text
+from shared.paths import project_root, resolve
+
 
 class ConfigError(ValueError):
     """A config file or override is wrong; the message names the file and the dotted key."""
@@ -346,7 +349,6 @@ def validate(
 
 def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:
     """Load, merge ``extends``, apply ``key=value`` overrides, validate. Raises ConfigError."""
-    from shared.paths import resolve
 
     return _finish(_resolve_extends(resolve(path)), overrides, str(path))
 
@@ -360,7 +362,6 @@ def load_config_text(
     """A config from YAML text, as if it were a file in ``folder`` (default: the project's
     configs/, so ``extends: default.yaml`` works): how a notebook loads the YAML a learner
     wrote in a cell. Errors name ``source`` instead of a file."""
-    from shared.paths import project_root
 
     if not isinstance(text, str):
         raise ConfigError(f"{source}: expected YAML text, got {type(text).__name__}")
@@ -383,7 +384,6 @@ def _finish(data: dict[str, Any], overrides: Sequence[str], source: str) -> Conf
 
 def save_config(config: Config, path: str | os.PathLike[str]) -> Path:
     """Write the resolved config (every value, defaults included) atomically as YAML."""
-    from shared.io import atomic_write_text
 
     header = f"# resolved config, hash {config.hash()}\n"
     return atomic_write_text(path, header + config.to_yaml())

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.io import atomic_write_text
+from shared.io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 from shared.notebooks import KERNEL_NAME
+from shared.paths import project_root
 
 #: Columns of the comparison table, in order.
 COLUMNS = [
@@ -41,8 +42,6 @@ def run_notebook(
     where a learner or an Airflow log points to look.
     """
     import papermill
-
-    from shared.io import atomic_path
 
     notebook, output = Path(notebook), Path(output)
     if not notebook.is_file():
@@ -116,8 +115,6 @@ def run_recorded(
     import datetime
     import time
 
-    from shared.paths import project_root
-
     notebook, output = Path(notebook), Path(output)
     key = execution_key(notebook, parameters)  # before the run: what it ran against
     _record_path(output).unlink(missing_ok=True)
@@ -166,7 +163,6 @@ def record_run(
     atomically; it replaces an earlier run of the same config. Returns the folder.
     """
     from shared.config import save_config
-    from shared.io import atomic_directory, atomic_write_json
     from shared.model import count_parameters
     from shared.train import run_dir_for, weights_digest
 

@@ -49,12 +49,9 @@ from pathlib import Path
 import nbformat
 
 from shared import notebooks
+from shared.io import atomic_write_text
+from shared.notebooks import BEGIN, END, HINT, LAB_SHOWS, NO_ANSWER
 
-BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?:\s*\((?P<hint>.*)\))?\s*$")
-END = re.compile(r"^[ \t]*### END SOLUTION\s*$")
-HINT = re.compile(r"^[ \t]*### HINT\s?(?P<text>.*)$")
-LAB_SHOWS = re.compile(r"^[ \t]*### LAB (?P<kind>SHOWS|STARTS WITH)\s*$")
-NO_ANSWER = re.compile(r"^[ \t]*### NO ANSWER\s*$")
 DEFAULT_HINT = "write this part"
 UNWRITTEN = "not written yet"
 #: Trailing comments meant for tools, not learners: stripped from the generated labs.
@@ -128,23 +125,6 @@ def parse_regions(source: str, where: str = "") -> tuple[str, list[Region]]:
     if inside:
         raise MarkerError(f"{where}: BEGIN SOLUTION without END")
     return "\n".join(out), regions
-
-
-def published_source(source: str) -> str:
-    """``source`` as the solution runs it, without the authoring lines: marker and hint
-    lines go, and so do the commented-out lines a lab shows instead (``### LAB SHOWS``).
-    What ``promote`` publishes from a solution's DAG cell."""
-    out, lab_only = [], False
-    for line in source.splitlines(keepends=True):
-        if BEGIN.match(line) or HINT.match(line) or NO_ANSWER.match(line):
-            continue
-        if LAB_SHOWS.match(line):
-            lab_only = True
-        elif END.match(line):
-            lab_only = False
-        elif not lab_only:
-            out.append(line)
-    return "".join(out)
 
 
 def stub_source(source: str, where: str = "") -> tuple[str, int]:
@@ -285,7 +265,7 @@ def solution_files(solutions_dir: Path) -> list[Path]:
 
 def suite_for(notebook_name: str):
     """The grading checks of the lab whose notebook file is ``notebook_name`` (or ())."""
-    from shared.suites import LABS
+    from shared.grading.suites import LABS
 
     return next((lab.checks for lab in LABS.values() if lab.notebook == notebook_name), ())
 
@@ -295,7 +275,6 @@ def build(
 ) -> list[Problem]:
     """Generate every lab; with ``write=False`` only compare (what ``check`` does).
     ``answers=False`` leaves out the "Show the answer" blocks (``workbook labs export``)."""
-    from shared.io import atomic_write_text
 
     problems: list[Problem] = []
     expected_names = set()

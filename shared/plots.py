@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
+from shared.io import atomic_path
+
 
 def sample_grid(
     images: torch.Tensor,
@@ -219,7 +221,6 @@ def lifecycle_figure() -> Figure:
 
 def save(fig: Figure, path: str | os.PathLike[str], dpi: int = 110) -> Path:
     """Write ``fig`` (format from the suffix) atomically; returns the path."""
-    from shared.io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -44,6 +44,7 @@ from pathlib import Path
 import nbformat
 
 from shared import paths
+from shared.io import atomic_directory
 
 #: The hand-written pages, their stylesheet and the MkDocs settings, in the checkout.
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -209,7 +210,7 @@ def notebook_page(
     """The page of one course notebook: the learner's notebook cell by cell, each code cell
     followed by the outputs its solution printed in a real run (``executed_path``); with
     ``solutions``, an exercise's solution code below it, collapsed."""
-    from shared import labs
+    from shared import labs, notebooks
 
     lab, solution, executed = (_read(p) for p in (lab_path, solution_path, executed_path))
     lab_code, sol_code, run_code = _code_cells(lab), _code_cells(solution), _code_cells(executed)
@@ -242,7 +243,7 @@ def notebook_page(
         if solutions and labs.parse_regions(sol_code[i].source)[1]:
             parts.append(
                 _collapsible(
-                    "Solution", _fence(labs.published_source(sol_code[i].source), "python"),
+                    "Solution", _fence(notebooks.published_source(sol_code[i].source), "python"),
                     "success",
                 )
             )  # fmt: skip
@@ -501,7 +502,6 @@ def build(
     """Build the site into ``out`` (default ``site/``, or ``site-instructors/`` with
     ``solutions``), replacing it only once the new one is built and checked."""
     from shared import demo, labs, plots
-    from shared.io import atomic_directory
 
     start = time.perf_counter()
     root = paths.project_root()

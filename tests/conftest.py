@@ -114,7 +114,7 @@ def _can_install_debian_packages() -> bool:
 def bubblewrap():
     """Skip unless bubblewrap can sandbox a kernel here; fail where set-up should have
     installed it (apt-get as root) and did not."""
-    from shared import sandbox
+    from shared.grading import sandbox
 
     problem = sandbox.bwrap_problem()
     if problem is None:

@@ -15,7 +15,8 @@ import nbformat
 import pytest
 import torch
 
-from shared import checks, labs, suites
+from shared import checks, labs, notebooks
+from shared.grading import suites
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -337,7 +338,7 @@ def test_debugging_regions_show_the_broken_code_in_the_lab():
     ]
     assert region.answer == ["START = datetime(2024, 1, 1)"]
     assert (
-        labs.published_source(cell)
+        notebooks.published_source(cell)
         == "from datetime import datetime\nSTART = datetime(2024, 1, 1)\n"
     )
 
@@ -427,7 +428,7 @@ class _TinyNet(torch.nn.Module):
 
 
 def test_speedrun_measures_a_net_and_prints_the_line_the_grader_reads(capsys, mnist_root):
-    from shared import grade
+    from shared.grading import grade
 
     result = checks.speedrun(_TinyNet, {"batch_size": 64, "learning_rate": 0.01}, subset=1200)
     out = capsys.readouterr().out

@@ -20,7 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from shared import checks, grade, gradebook, guard, suites
+from shared import checks
+from shared.grading import grade, gradebook, guard, suites
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = {lab.id: REPO / "solutions" / lab.notebook for lab in suites.LABS.values()}
@@ -217,12 +218,13 @@ def test_the_kernel_inherits_only_allowed_variables(tmp_path, monkeypatch):
 def test_the_kernels_package_copy_has_no_hidden_suite(tmp_path, sandbox):
     box = grade.make_sandbox(tmp_path / "box")
     copy = box["root"] / "pkg" / "shared"
-    assert (copy / "checks.py").is_file() and (copy / "guard.py").is_file()
-    assert not (copy / "suites.py").exists()
+    assert (copy / "checks.py").is_file() and (copy / "grading" / "guard.py").is_file()
+    assert not (copy / "grading" / "suites.py").exists()
+    assert not list(copy.rglob("suites.py")), "no copy of the hidden suite anywhere"
 
 
 def test_bubblewrap_hides_the_checkout_and_home_but_keeps_python(tmp_path):
-    from shared import sandbox as os_sandbox
+    from shared.grading import sandbox as os_sandbox
 
     command = os_sandbox.bwrap_command(tmp_path, tmp_path / "cwd")
     pairs = list(zip(command, command[1:], strict=False))
@@ -239,7 +241,7 @@ def test_bubblewrap_hides_the_checkout_and_home_but_keeps_python(tmp_path):
 def test_binding_python_back_never_uncovers_a_hidden_folder(tmp_path):
     """The environment is bound back where a hidden folder covered it; a hidden folder inside
     it is then hidden again, after that bind."""
-    from shared import sandbox as os_sandbox
+    from shared.grading import sandbox as os_sandbox
 
     venv = Path(sys.prefix).resolve()
     inner = venv / "lib"
@@ -253,7 +255,7 @@ def test_binding_python_back_never_uncovers_a_hidden_folder(tmp_path):
 
 
 def test_sandbox_modes(monkeypatch):
-    from shared import sandbox as os_sandbox
+    from shared.grading import sandbox as os_sandbox
 
     monkeypatch.setattr(os_sandbox, "bwrap_problem", lambda: "bubblewrap (bwrap) is not installed")
     assert os_sandbox.choose("auto") == "none"
@@ -270,13 +272,13 @@ def test_without_a_cgroup_the_launcher_caps_memory_by_rlimit():
     256 MB limit into a MemoryError (the grader reports it as the memory limit)."""
     code = "bytearray(1 << 30)"
     done = subprocess.run(
-        [sys.executable, "-I", "-m", "shared.sandbox", "--memory-mb", "256",
+        [sys.executable, "-I", "-m", "shared.grading.sandbox", "--memory-mb", "256",
          "--", sys.executable, "-c", code],
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 1 and "MemoryError" in done.stderr
     fine = subprocess.run(
-        [sys.executable, "-I", "-m", "shared.sandbox", "--memory-mb", "2048",
+        [sys.executable, "-I", "-m", "shared.grading.sandbox", "--memory-mb", "2048",
          "--", sys.executable, "-c", code],
         capture_output=True, text=True,
     )  # fmt: skip
@@ -646,7 +648,7 @@ def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, mo
         f"for path in [{str(REPO / 'shared' / 'suites.py')!r}, {str(SOLUTIONS['0'])!r}]:\n"
         "    try:\n        print('read', len(Path(path).read_text()))\n"
         "    except OSError as exc:\n        print('cannot read:', type(exc).__name__)\n"
-        "try:\n    import shared.suites\n    print('imported the hidden suite')\n"
+        "try:\n    import shared.grading.suites\n    print('imported the hidden suite')\n"
         "except ImportError:\n    print('no hidden suite')\n"
         "try:\n"
         f"    socket.create_connection(('127.0.0.1', {server.getsockname()[1]}), timeout=3).sendall(b'leak')\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from shared import experiments, labs
+from shared import experiments, labs, notebooks
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = labs.solution_files(REPO / "solutions")
@@ -54,9 +54,9 @@ def test_labs_leak_no_solution(name):
     for cell in code_cells(solution):
         inside = False
         for line in cell.source.splitlines():
-            if labs.BEGIN.match(line):
+            if notebooks.BEGIN.match(line):
                 inside = True
-            elif labs.END.match(line):
+            elif notebooks.END.match(line):
                 inside = False
             else:
                 (inside_lines if inside else outside_lines).add(line.strip())
@@ -102,7 +102,7 @@ def test_promoted_dag_matches_the_lab_1_1_solution():
         for c in code_cells(REPO / "solutions" / NAMES[1])
         if c.source.startswith("%%writefile {draft}")
     ]
-    published = labs.published_source(cell.source.split("\n", 1)[1])
+    published = notebooks.published_source(cell.source.split("\n", 1)[1])
     assert "###" not in published.replace("### Lab 1.1", "")
     assert published.rstrip("\n") == (REPO / "dags" / "lab1_1_first_dag.py").read_text().rstrip(
         "\n"

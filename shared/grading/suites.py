@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import checks
+from shared import checks, paths
+from shared.paths import project_root
 
 Namespace = dict[str, Any]
 
@@ -118,7 +119,7 @@ def _dag_file(ns: Namespace):
 def _dag_partitions_by_date(ns: Namespace) -> None:
     """Run the learner's DAG for a day the notebook never uses; outputs land in that day's
     partitions, with the keys the notebook names, and a rerun leaves identical files."""
-    from shared import airflow_local, paths
+    from shared import airflow_local
 
     bag = _dag_file(ns)
     error = airflow_local.first_import_error(bag)
@@ -205,7 +206,7 @@ LEARN_SUBSET, LEARN_THRESHOLD = 6000, 0.80
 def _learns_mnist(ns: Namespace) -> None:
     import torch
 
-    from shared import data, paths
+    from shared import data
     from shared.train import evaluate
 
     splits = data.load_splits(paths.data_root(), 0.1, seed=0, subset=LEARN_SUBSET)
@@ -238,8 +239,6 @@ def _script_unseen_config(ns: Namespace) -> None:
     import tempfile
     from pathlib import Path
 
-    from shared.paths import project_root
-
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "unseen.yaml"
         smoke = project_root() / "configs" / "smoke.yaml"
@@ -268,7 +267,6 @@ def _same_predictions(ns: Namespace) -> None:
 
 def _config_changes_only_what_was_asked(ns: Namespace) -> None:
     from shared.config import ConfigError, load_config, load_config_text
-    from shared.paths import project_root
 
     try:
         mine = load_config_text(ns["my_config_yaml"]).model_dump(exclude={"output"})
@@ -304,7 +302,6 @@ UNSEEN_CONFIGS = [
 
 def _trainer_unseen_configs(ns: Namespace) -> None:
     from shared.config import load_config
-    from shared.paths import project_root
 
     default = project_root() / "configs" / "default.yaml"
     results = [

@@ -7,7 +7,7 @@ One submission:
 2. copy it into a fresh temporary project (configs and MNIST copied, never linked, so a
    submission cannot reach the checkout through them), with a copy of the ``shared``
    package that lacks the hidden suite, and start its kernel inside the OS sandbox with
-   its limits (``shared.sandbox``: bubblewrap where available, the write guard always);
+   its limits (``shared.grading.sandbox``: bubblewrap where available, the write guard always);
 3. inject the lab's grading parameters (papermill) and run the cells in order (nbclient).
    A failing self-check or an unwritten stub does not stop the run, so every exercise is
    graded on its own; any other error stops it, and checks whose variables were never
@@ -32,13 +32,14 @@ from typing import Any
 
 import nbformat
 
-from shared import paths, sandbox
-from shared.gradebook import FAIL, NOT_RUN, PASS, CheckResult, ExecutionError, Report
-from shared.guard import ROOTS_ENV, SITECUSTOMIZE
+from shared import paths
+from shared.grading import sandbox
+from shared.grading.gradebook import FAIL, NOT_RUN, PASS, CheckResult, ExecutionError, Report
+from shared.grading.guard import ROOTS_ENV, SITECUSTOMIZE
+from shared.grading.sandbox import Limits
+from shared.grading.suites import LABS, Lab
 from shared.io import atomic_write_text, tqdm_disable
 from shared.notebooks import KERNEL_NAME
-from shared.sandbox import Limits
-from shared.suites import LABS, Lab
 
 #: Errors that mark an exercise as wrong or unwritten, not the notebook as broken: execution
 #: goes on, so later exercises are still graded.
@@ -50,7 +51,7 @@ INTERRUPT_GRACE = 10
 DEFAULT_TIMEOUT = 300
 CHECK_TAG = "workbook-grade-check"
 #: Modules of the package the kernel gets only after the submission's cells have run.
-HIDDEN_MODULES = ("suites",)
+HIDDEN_MODULES = ("grading.suites",)
 MEMORY_EXCEEDED = "memory limit exceeded"
 
 
@@ -141,11 +142,14 @@ def make_sandbox(root: Path, source: Path | None = None) -> dict[str, Path]:
     for d in ("home", "tmp", "guard", "ipc", "kernels"):
         (root / d).mkdir()
     (root / "guard" / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    hidden = {f"{name}.py" for name in HIDDEN_MODULES}
+    package = Path(__file__).resolve().parent.parent  # shared/
+    hidden = {package / f"{name.replace('.', '/')}.py" for name in HIDDEN_MODULES}
     shutil.copytree(
-        Path(__file__).resolve().parent,
+        package,
         root / "pkg" / "shared",
-        ignore=lambda folder, names: [n for n in names if n in hidden or n == "__pycache__"],
+        ignore=lambda folder, names: [
+            n for n in names if Path(folder, n) in hidden or n == "__pycache__"
+        ],
     )
     return {"root": root, "project": project, "cwd": project / "labs"}
 
@@ -283,17 +287,20 @@ def _loader_cell() -> nbformat.NotebookNode:
     fresh modules built from the grader's copies of the sources (the kernel's own package
     copy lacks the hidden suite), so neither a check the notebook reassigned
     (``checks.train_loop = lambda f: None``) nor a module it planted in sys.modules is used."""
-    package = Path(__file__).resolve().parent
-    sources = {f"shared.{n}": (package / f"{n}.py").read_text() for n in ("checks", "suites")}
+    package = Path(__file__).resolve().parent.parent  # shared/
+    sources = {
+        f"shared.{n}": (package / f"{n.replace('.', '/')}.py").read_text()
+        for n in ("checks", "grading.suites")
+    }
     source = (
         "def __workbook_load(sources):\n"
-        "    import sys, types\n"
-        "    import shared\n"
+        "    import importlib, sys, types\n"
         "    for name, text in sources.items():\n"
         "        module = types.ModuleType(name)\n"
         "        module.__file__ = f'<workbook grade: {name}>'\n"
         "        sys.modules[name] = module\n"
-        "        setattr(shared, name.rpartition('.')[2], module)\n"
+        "        parent, _, leaf = name.rpartition('.')\n"
+        "        setattr(importlib.import_module(parent), leaf, module)\n"
         "        exec(compile(text, module.__file__, 'exec'), module.__dict__)\n"
         "    return module\n"
         f"__workbook_suites = __workbook_load({sources!r})\n"

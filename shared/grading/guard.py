@@ -9,7 +9,7 @@ it is active before the first cell and in every Python subprocess the notebook s
 
 It guards Python code, not a determined attacker: a shell command (``!rm ...``) or native
 code bypasses it. That is the outer layer's job: bubblewrap's read-only filesystem
-(``shared.sandbox``), where the machine has it; this guard stays on inside it for its clear
+(``shared.grading.sandbox``), where the machine has it; this guard stays on inside it for its clear
 messages.
 """
 
@@ -109,8 +109,8 @@ def install_from_env() -> None:
 
 
 SITECUSTOMIZE = """\
-# Written by `workbook grade`: guard file writes in this sandbox (see shared/guard.py).
-from shared import guard
+# Written by `workbook grade`: guard file writes in this sandbox (see shared/grading/guard.py).
+from shared.grading import guard
 
 guard.install_from_env()
 """

@@ -1,7 +1,7 @@
 """The gradebook: what grading found, per check and per submission, and the tables an
 instructor reads (text report, CSV, markdown summary, JSON).
 
-``shared.grade`` fills these in; nothing here runs code.
+``shared.grading.grade`` fills these in; nothing here runs code.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from shared.io import atomic_write_text
 
 PASS, FAIL, NOT_RUN = "pass", "fail", "not run"
 
@@ -50,7 +52,7 @@ class Report:
     output_truncated: bool = False
     seconds: float = 0.0
     name: str = ""  # how a batch names it: its path relative to the folder all share
-    sandbox: str = ""  # which sandbox ran it (shared.sandbox.describe)
+    sandbox: str = ""  # which sandbox ran it (shared.grading.sandbox.describe)
     limits: str = ""  # the limits it ran under
     # figures the measuring checks printed, by check id (Lab 1.2: {"speedrun": {...}})
     measurements: dict[str, Any] = field(default_factory=dict)
@@ -268,7 +270,6 @@ def to_markdown(reports: Sequence[Report]) -> str:
 
 def write_results(reports: Sequence[Report], out_csv: str | os.PathLike[str]) -> dict[str, Path]:
     """Write the CSV and, beside it, a markdown summary and the full reports as JSON."""
-    from shared.io import atomic_write_text
 
     out_csv = Path(out_csv)
     written = {
