@@ -475,12 +475,15 @@ BUGS = [
 ]  # fmt: skip
 
 
-@pytest.mark.slow
-@pytest.mark.kernel
-def test_a_batch_of_buggy_and_hostile_submissions(tmp_path, sandbox):
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
     """One `workbook grade DIR --out results.csv --jobs 2` over the planted bugs and the bad
-    submissions: each bug is caught by its check, every bad case gets a clear report, the
-    batch finishes, and nothing outside the sandboxes changes."""
+    submissions, shared by the tests below (each asserts one thing about it). Returns the
+    finished process, the reports by name, and what the hostile one aimed at."""
+    from conftest import make_sandbox
+
+    tmp_path = tmp_path_factory.mktemp("batch")
+    project = make_sandbox(tmp_path / "project")
     subs = tmp_path / "submissions"
     subs.mkdir()
     for lab_id, name, replace, _, _ in BUGS:
@@ -505,12 +508,25 @@ def test_a_batch_of_buggy_and_hostile_submissions(tmp_path, sandbox):
         f"Path({str(precious)!r}).unlink()"
     )))  # fmt: skip
     (subs / "not_json.ipynb").write_text("{ definitely not json")
-    repo_before, sandbox_before = tree_digest(REPO / "solutions"), tree_digest(sandbox)
+    before = {"repo": tree_digest(REPO / "solutions"), "project": tree_digest(project)}
     results = tmp_path / "out" / "results.csv"
-    out = workbook(
-        "grade", str(subs), "--out", str(results), "--jobs", "2", "--timeout", "240",
-        "--no-speedrun",  # measured by the solution's test; here it would add a minute
-    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WORKBOOK_ROOT", str(project))  # the project the grader copies from
+        out = workbook(
+            "grade", str(subs), "--out", str(results), "--jobs", "2", "--timeout", "240",
+            "--no-speedrun",  # measured by the solution's test; here it would add a minute
+        )  # fmt: skip
+    reports = {
+        Path(r["notebook"]).stem: r for r in json.loads(results.with_suffix(".json").read_text())
+    }
+    return {"out": out, "reports": reports, "results": results, "precious": precious,
+            "project": project, "before": before}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.kernel
+def test_a_batch_finishes_with_a_line_per_submission_and_its_tables(batch):
+    out, results, reports = batch["out"], batch["results"], batch["reports"]
     assert out.returncode == 1, out.stderr
     # stderr is a pipe here, not a terminal: no progress bar, so no carriage-return flood
     assert "\r" not in out.stderr and "grading:" not in out.stderr
@@ -519,42 +535,62 @@ def test_a_batch_of_buggy_and_hostile_submissions(tmp_path, sandbox):
         "no_optimizer_step.ipynb: 10/20 fail: train_loop, fit_loop, learns_mnist, "
         "training_script, script_unseen_config" in out.stdout
     )
-    reports = {
-        Path(r["notebook"]).stem: r for r in json.loads(results.with_suffix(".json").read_text())
-    }
     assert len(reports) == len(BUGS) + 4
+    rows = list(csv.DictReader(results.open()))
+    assert len(rows) == len(reports) and "model_output" in rows[0]
+    assert "speedrun" not in rows[0] and "time_to_99" not in rows[0]  # not asked to measure
+    assert results.with_suffix(".md").read_text().startswith("# Grading summary")
 
-    for _, name, _, check_id, phrase in BUGS:
-        check = next(c for c in reports[name]["checks"] if c["id"] == check_id)
-        assert check["status"] == "fail" and phrase in check["hint"], (name, check)
-        assert not reports[name]["passed"]
 
-    early = reports["raises_early"]
+@pytest.mark.slow
+@pytest.mark.kernel
+@pytest.mark.parametrize(
+    "name, check_id, phrase", [(b[1], b[3], b[4]) for b in BUGS], ids=[b[1] for b in BUGS]
+)
+def test_each_planted_bug_is_caught_by_its_check(batch, name, check_id, phrase):
+    report = batch["reports"][name]
+    check = next(c for c in report["checks"] if c["id"] == check_id)
+    assert check["status"] == "fail" and phrase in check["hint"], check
+    assert not report["passed"]
+
+
+@pytest.mark.slow
+@pytest.mark.kernel
+def test_a_submission_that_raises_early_has_its_checks_not_run(batch):
+    early = batch["reports"]["raises_early"]
     assert early["errors"] == [
         {"cell": 4, "error": "ZeroDivisionError: division by zero", "stopped": True}
     ]
     assert set(statuses(early).values()) == {"not run"} and early["score"] == 0
 
-    loud = reports["prints_megabytes"]
+
+@pytest.mark.slow
+@pytest.mark.kernel
+def test_megabytes_of_output_are_cut_and_still_graded(batch):
+    loud = batch["reports"]["prints_megabytes"]
     assert loud["output_truncated"] and loud["passed"]
-    executed = tmp_path / "out" / "results-executed" / "prints_megabytes.ipynb"
+    executed = batch["results"].parent / "results-executed" / "prints_megabytes.ipynb"
     assert executed.stat().st_size < 3 * grade.OUTPUT_CAP
 
-    vandal = reports["vandal"]
-    assert precious.read_text() == "instructor's file"
+
+@pytest.mark.slow
+@pytest.mark.kernel
+def test_a_vandal_is_stopped_and_nothing_outside_its_sandbox_changes(batch):
+    vandal = batch["reports"]["vandal"]
+    assert batch["precious"].read_text() == "instructor's file"
     stop = vandal["errors"][-1]
     assert stop["stopped"] and "PermissionError" in stop["error"] and "is blocked" in stop["error"]
     assert statuses(vandal)["idempotent_writer"] == "pass"  # graded before the damage
     assert statuses(vandal)["explicit_accuracy"] == "not run"
-    assert tree_digest(REPO / "solutions") == repo_before
-    assert tree_digest(sandbox) == sandbox_before  # the project the grader copied from
-    assert (sandbox / "configs" / "smoke.yaml").is_file()
+    assert tree_digest(REPO / "solutions") == batch["before"]["repo"]
+    assert tree_digest(batch["project"]) == batch["before"]["project"]
+    assert (batch["project"] / "configs" / "smoke.yaml").is_file()
 
-    assert reports["not_json"]["status"] == "unreadable"
-    rows = list(csv.DictReader(results.open()))
-    assert len(rows) == len(reports) and "model_output" in rows[0]
-    assert "speedrun" not in rows[0] and "time_to_99" not in rows[0]  # not asked to measure
-    assert results.with_suffix(".md").read_text().startswith("# Grading summary")
+
+@pytest.mark.slow
+@pytest.mark.kernel
+def test_an_unreadable_notebook_is_reported_not_graded(batch):
+    assert batch["reports"]["not_json"]["status"] == "unreadable"
 
 
 @pytest.mark.slow

@@ -15,9 +15,7 @@ import shared
 from shared.cli import main
 
 #: Every module of the package, subpackages' included (shared.grading.*).
-MODULES = sorted(
-    m.name for m in pkgutil.walk_packages(shared.__path__, "shared.") if not m.ispkg
-)
+MODULES = sorted(m.name for m in pkgutil.walk_packages(shared.__path__, "shared.") if not m.ispkg)
 
 
 def test_importing_every_module_does_no_work(tmp_path):
