@@ -86,7 +86,7 @@ def mnist_training_pipeline():
         from shared.data import DataValidationError
 
         try:
-            return pipeline.validate(ds, paths.data_root())
+            return pipeline.validate_partition(ds, paths.data_root())
         except DataValidationError as exc:
             # Bad data is not transient: fail now, without retries, and say what is wrong.
             raise AirflowFailException(f"data validation failed for {ds}: {exc}") from exc
@@ -110,7 +110,7 @@ def mnist_training_pipeline():
     def evaluate(run_dir: str, ds: str | None = None) -> dict:
         from shared import paths, pipeline
 
-        return pipeline.evaluate(run_dir, ds, paths.data_root())
+        return pipeline.evaluate_run(run_dir, ds, paths.data_root())
 
     @task
     def register(run_dir: str, metrics: dict) -> dict:

@@ -328,7 +328,7 @@ def _expected(err: Mapping[str, Any]) -> str:
     return f"{err['msg'].lower()}; got {got!r}"
 
 
-def validate(
+def _validated(
     data: Mapping[str, Any], source: str, overrides: Sequence[tuple[str, Any]] = ()
 ) -> Config:
     """Validate a raw dict, naming ``source`` (or the override) and the dotted key on error."""
@@ -379,7 +379,7 @@ def _finish(data: dict[str, Any], overrides: Sequence[str], source: str) -> Conf
         data["model"] = {}
     for (key, value), text in zip(parsed, overrides, strict=True):
         _apply_override(data, key, value, f"override {text!r}")
-    return validate(data, source, parsed)
+    return _validated(data, source, parsed)
 
 
 def save_config(config: Config, path: str | os.PathLike[str]) -> Path:

@@ -252,7 +252,7 @@ def dataloader_batches(
 # --------------------------------------------------------------------------- validation
 
 
-def validate(
+def check_quality(
     images: torch.Tensor | np.ndarray,
     labels: torch.Tensor | np.ndarray,
     expected_count: int | None = None,
@@ -319,7 +319,7 @@ def validate_files(root: str | os.PathLike[str]) -> dict[str, Any]:
     report: dict[str, Any] = {"ok": True, "digests": "all 4 match the official sha256"}
     for name, train, n in (("train", True, 60_000), ("test", False, 10_000)):
         split = load_split(root, train=train, verify=False)
-        report[name] = validate(split.images, split.labels, expected_count=n)
+        report[name] = check_quality(split.images, split.labels, expected_count=n)
         if tuple(report[name]["class_counts"]) != provision.OFFICIAL_LABEL_COUNTS[name]:
             report["ok"] = False
             raise DataValidationError(f"{name} label counts differ from the official MNIST", report)

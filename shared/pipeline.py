@@ -79,7 +79,7 @@ def ingest(
     return str(folder)
 
 
-def validate(ds: str, data_root: str | os.PathLike[str]) -> dict[str, Any]:
+def validate_partition(ds: str, data_root: str | os.PathLike[str]) -> dict[str, Any]:
     """Check the day's partition (digests, shapes, dtype, labels, balance); raise on failure.
 
     The report is written to ``data/processed/<ds>/validation.json`` and returned.
@@ -90,7 +90,7 @@ def validate(ds: str, data_root: str | os.PathLike[str]) -> dict[str, Any]:
     report = {"ds": ds, "ok": True}
     for split in ("train", "test"):
         try:
-            report[split] = data.validate(arrays[f"{split}_images"], arrays[f"{split}_labels"])
+            report[split] = data.check_quality(arrays[f"{split}_images"], arrays[f"{split}_labels"])
         except data.DataValidationError as exc:
             raise data.DataValidationError(
                 f"partition data/raw/{ds}: {split} split: {exc}", exc.report
@@ -145,7 +145,7 @@ def train(
     return str(result.run_dir)
 
 
-def evaluate(
+def evaluate_run(
     run_dir: str | os.PathLike[str], ds: str, data_root: str | os.PathLike[str]
 ) -> dict[str, Any]:
     """Evaluate the trained model on the partition's test split; writes evaluation.json."""

@@ -66,7 +66,7 @@ def test_fast_path_matches_the_classic_transform():
 
 def test_validate_passes_real_shaped_data_and_reports():
     s = synthetic()
-    report = data.validate(s.images, s.labels, expected_count=200)
+    report = data.check_quality(s.images, s.labels, expected_count=200)
     assert report["ok"] and report["class_counts"] == [20] * 10
     assert set(report["checks"]) >= {"shape", "dtype", "nan", "label_range", "class_balance"}
 
@@ -87,7 +87,7 @@ def test_validate_raises_with_a_report(mutate, expected):
     s = synthetic()
     x, y = mutate(s.images, s.labels)
     with pytest.raises(DataValidationError, match="data validation failed") as err:
-        data.validate(x, y)
+        data.check_quality(x, y)
     assert expected in str(err.value)
     assert err.value.report["ok"] is False
 
