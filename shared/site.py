@@ -492,51 +492,30 @@ def _config(stage: Path, site: Path, nav: list, solutions: bool) -> Path:
     return path
 
 
-def build(
-    solutions: bool = False,
-    out: Path | None = None,
-    executed_folder: Path | None = None,
-    run: bool = True,
-    log: Callable[[str], None] = print,
-) -> BuildResult:
-    """Build the site into ``out`` (default ``site/``, or ``site-instructors/`` with
-    ``solutions``), replacing it only once the new one is built and checked."""
-    from shared import demo, labs, plots
+def hand_written_pages() -> list[Page]:
+    """Home, the course text and the instructors' page from ``docs/``, with the lifecycle
+    figure (drawn by ``shared.plots``) and the stylesheet."""
+    import io
 
-    start = time.perf_counter()
-    root = paths.project_root()
-    out = Path(out) if out else output_dir(solutions)
-    if out.exists() and any(out.iterdir()) and not (out / "sitemap.xml").is_file():
-        # the build replaces the whole folder: never one that is not an earlier site
-        raise SiteError(f"{out}: exists and is not a built site; choose another --out")
-    found, reused, executed = executions(executed_folder, run=run, log=log)
-    log(f"notebooks: {len(reused)} executions reused, {len(executed)} run now")
+    from shared import plots
 
-    pages: list[Page] = []
+    pages = []
     for name in ("index.md", "course.md", "instructors.md"):
         try:
             pages.append(Page(name, name, (DOCS / name).read_text()))
         except OSError as exc:
             raise SiteError(f"{DOCS / name}: cannot read it ({exc.strerror})") from None
-    fig_files = {}
-    for name, fig in (("images/lifecycle.png", plots.lifecycle_figure()),):
-        import io
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        fig_files[name] = buf.getvalue()
-    pages[0].files.update(fig_files)
+    buf = io.BytesIO()
+    plots.lifecycle_figure().savefig(buf, format="png", dpi=110)
+    pages[0].files["images/lifecycle.png"] = buf.getvalue()
     pages[0].files["stylesheets/site.css"] = (DOCS / "stylesheets" / "site.css").read_bytes()
+    return pages
 
-    nb_pages = []
-    for solution in labs.solution_files(root / "solutions"):
-        executed_nb, record = found[solution.name]
-        nb_pages.append(
-            notebook_page(root / "labs" / solution.name, solution, executed_nb, record,
-                          f"labs/{solution.stem}", solutions)
-        )  # fmt: skip
-    dags = dag_pages(DOCS.parent / "dags")  # the course's DAGs, in the checkout
-    log(f"DAGs: {len(dags)} pages")
+
+def comparison_page(run: bool, log: Callable[[str], None]) -> Page:
+    """The experiments page, from the last comparison; with ``run``, the DAG runs on the
+    smoke config first if there is none yet."""
+    from shared import demo
 
     comparison = latest_comparison(paths.runs_root())
     if comparison is None:
@@ -547,17 +526,12 @@ def build(
         comparison = latest_comparison(paths.runs_root())
         if comparison is None:
             raise SiteError("notebook_experiments ran but wrote no comparison.md")
-    experiments = experiments_page(comparison)
+    return experiments_page(comparison)
 
-    nav = [
-        {"Home": "index.md"},
-        {"The course": "course.md"},
-        {"Notebooks": [{p.title: p.path} for p in nb_pages]},
-        {"DAGs": [{p.title: p.path} for p in dags]},
-        {"Experiments": experiments.path},
-        {"Instructors": "instructors.md"},
-    ]
-    pages += nb_pages + dags + [experiments]
+
+def _mkdocs(pages: list[Page], nav: list, out: Path, solutions: bool) -> None:
+    """Stage ``pages``, run ``mkdocs build --strict`` into a fresh folder, refuse a site
+    that would fetch from other hosts, and only then let it replace ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".site-build-", dir=out.parent))
     try:
@@ -580,6 +554,46 @@ def build(
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def build(
+    solutions: bool = False,
+    out: Path | None = None,
+    executed_folder: Path | None = None,
+    run: bool = True,
+    log: Callable[[str], None] = print,
+) -> BuildResult:
+    """Build the site into ``out`` (default ``site/``, or ``site-instructors/`` with
+    ``solutions``), replacing it only once the new one is built and checked."""
+    from shared import labs
+
+    start = time.perf_counter()
+    root = paths.project_root()
+    out = Path(out) if out else output_dir(solutions)
+    if out.exists() and any(out.iterdir()) and not (out / "sitemap.xml").is_file():
+        # the build replaces the whole folder: never one that is not an earlier site
+        raise SiteError(f"{out}: exists and is not a built site; choose another --out")
+    found, reused, executed = executions(executed_folder, run=run, log=log)
+    log(f"notebooks: {len(reused)} executions reused, {len(executed)} run now")
+    notebooks = [
+        notebook_page(
+            root / "labs" / sol.name, sol, *found[sol.name], f"labs/{sol.stem}", solutions
+        )
+        for sol in labs.solution_files(root / "solutions")
+    ]
+    dags = dag_pages(DOCS.parent / "dags")  # the course's DAGs, in the checkout
+    log(f"DAGs: {len(dags)} pages")
+    experiments = comparison_page(run, log)
+    nav = [
+        {"Home": "index.md"},
+        {"The course": "course.md"},
+        {"Notebooks": [{p.title: p.path} for p in notebooks]},
+        {"DAGs": [{p.title: p.path} for p in dags]},
+        {"Experiments": experiments.path},
+        {"Instructors": "instructors.md"},
+    ]
+    pages = hand_written_pages() + notebooks + dags + [experiments]
+    _mkdocs(pages, nav, out, solutions)
     return BuildResult(out, [p.path for p in pages], time.perf_counter() - start, reused, executed)
 
 
