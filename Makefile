@@ -31,13 +31,14 @@ demo: setup ## run the course end to end on the embedded defaults, then print a 
 # The whole suite runs on two pytest-xdist workers (TEST_WORKERS=1: one process). Much of it
 # waits on one core (imports, kernels and servers starting), so the second worker fills
 # that time. --dist loadscope keeps each test file (and each notebook's nbval cells) on one
-# worker, so module fixtures (the cluster, the grading batch) are set up once.
+# worker, so module fixtures (the cluster, the grading batch) are set up once; with
+# --no-loadscope-reorder the files go out slowest first (tests/conftest.py: SLOWEST_FILES).
 TEST_WORKERS ?= 2
 
 test: setup ## the whole test suite: lint, unit tests, notebooks, DAGs
 	@scripts/setup-system.sh
 	@$(MAKE) --no-print-directory lint
-	@$(BIN)/pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope)
+	@$(BIN)/pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 
 test-fast: setup ## lint + unit and light integration tests (no kernels, Airflow runs, browsers): ~2 min
 	@$(MAKE) --no-print-directory lint

@@ -28,7 +28,14 @@ def make_sandbox(root: Path) -> Path:
 def pytest_configure(config):
     """Set before anything imports airflow or starts a kernel (both read the environment
     once): a throw-away Airflow home, and a session sandbox as the project root, which the
-    nbval kernels inherit."""
+    nbval kernels inherit. Under pytest-xdist each worker (and every kernel or process it
+    starts) gets its share of the cores: two workers each training on every core would
+    spend the difference spinning in OpenMP."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = str(max(1, (os.cpu_count() or 1) // workers))
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[name] = share
     tmp = Path(tempfile.mkdtemp(prefix="workbook-tests-"))
     os.environ["AIRFLOW_HOME"] = str(tmp / "airflow")
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
@@ -37,14 +44,42 @@ def pytest_configure(config):
     os.environ["WORKBOOK_ROOT"] = str(make_sandbox(tmp / "project"))
 
 
+#: The slowest test files, slowest first (seconds on 2 cores, from `pytest --durations`).
+#: `make test` hands whole files to two xdist workers in collection order
+#: (--no-loadscope-reorder); starting with the long ones keeps both busy to the end instead
+#: of leaving one to finish the cluster tests alone.
+SLOWEST_FILES = [
+    "tests/test_cluster.py",  # ~360 s: services, kills, restarts
+    "tests/test_grade.py",  # ~280 s: sandboxed kernels, the batch
+    "tests/test_dags.py",  # ~210 s: dag.test runs
+    "tests/test_notebooks.py",  # ~180 s: the smoke runs (shared with test_site)
+    "solutions/03_lab1_3_config_driven_training.ipynb",  # ~150 s: nbval with the sweep
+    "tests/test_site.py",
+    "solutions/02_lab1_2_pytorch_training.ipynb",
+    "tests/test_airflow_ui.py",
+    "tests/test_checks.py",
+    "tests/test_train.py",
+    "tests/test_cli.py",
+    "solutions/01_lab1_1_first_airflow_dag.ipynb",
+    "tests/test_jupyterlab.py",
+]
+
+
 def pytest_collection_modifyitems(items):
     """nbval's cells run in a kernel: marked so (`make test-fast` leaves them out). nbval waits
     5 s (hard-coded) for a cell's output messages after the cell finished; on a loaded 2-core
-    machine they once took longer, failing a cell that had run fine."""
+    machine they once took longer, failing a cell that had run fine. Then the slowest files
+    first (SLOWEST_FILES), each file's own order kept."""
     for item in items:
         if hasattr(item, "output_timeout"):
             item.add_marker(pytest.mark.kernel)
             item.output_timeout = 60
+
+    def rank(item) -> int:
+        path = Path(str(item.fspath)).resolve().relative_to(REPO).as_posix()
+        return SLOWEST_FILES.index(path) if path in SLOWEST_FILES else len(SLOWEST_FILES)
+
+    items.sort(key=rank)  # stable: the order inside a file stays
 
 
 @pytest.fixture
