@@ -17,6 +17,7 @@ from typing import Any
 from shared.io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 from shared.notebooks import KERNEL_NAME
 from shared.paths import project_root
+from shared.provision import sha256_file
 
 #: Columns of the comparison table, in order.
 COLUMNS = [
@@ -92,12 +93,6 @@ def execution_key(notebook: str | os.PathLike[str], parameters: dict[str, Any]) 
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _record_path(output: Path) -> Path:
     return output.with_name(output.name + ".run.json")
 
@@ -122,7 +117,7 @@ def run_recorded(
     run_notebook(notebook, output, parameters, timeout=timeout)
     record = {
         "key": key,
-        "output_sha256": _sha256(output),
+        "output_sha256": sha256_file(output),
         "notebook": notebook.name,
         "parameters": parameters,
         "root": str(project_root()),
@@ -146,7 +141,7 @@ def current_record(
         return None
     if not output.is_file() or record.get("key") != execution_key(notebook, parameters):
         return None
-    if record.get("output_sha256") != _sha256(output):
+    if record.get("output_sha256") != sha256_file(output):
         return None  # something else wrote that file since
     return record
 

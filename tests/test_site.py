@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO, DevTools, make_sandbox
 
 from shared import experiments, labs, notebooks, site
+from shared.provision import sha256_file
 
 NAMES = [p.name for p in labs.solution_files(REPO / "solutions")]
 ARTIFACTS = REPO / "artifacts" / "screenshots"
@@ -133,12 +134,6 @@ def test_the_newest_dag_comparison_is_chosen_not_the_lab_sweep(tmp_path):
     assert site.latest_comparison(tmp_path / "nothing") is None
 
 
-def sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_an_execution_record_is_current_only_for_the_same_notebook_and_parameters(tmp_path):
     notebook = tmp_path / "nb.ipynb"
     notebook.write_text((REPO / "solutions" / NAMES[0]).read_text())
@@ -149,12 +144,12 @@ def test_an_execution_record_is_current_only_for_the_same_notebook_and_parameter
     out.write_text(notebook.read_text())
     key = experiments.execution_key(notebook, params)
     record = out.with_name("nb.ipynb.run.json")
-    entry = {"key": key, "parameters": params, "output_sha256": sha256(out)}
+    entry = {"key": key, "parameters": params, "output_sha256": sha256_file(out)}
     record.write_text(json.dumps(entry))
     assert experiments.current_record(notebook, out, params) == entry
     out.write_text(out.read_text() + " ")
     assert experiments.current_record(notebook, out, params) is None, "the output was rewritten"
-    entry["output_sha256"] = sha256(out)
+    entry["output_sha256"] = sha256_file(out)
     record.write_text(json.dumps(entry))
     assert (
         experiments.current_record(notebook, out, {"config_path": "configs/default.yaml"}) is None
