@@ -286,8 +286,7 @@ class Cluster:
             self._migrate(echo)
             for name in (*AIRFLOW_PROCESSES, *self.worker_names):
                 if self._pid(name) is None:
-                    self._spawn(name, self._airflow_command(name), self.airflow_env(
-                        name if name.startswith("worker-") else None))  # fmt: skip
+                    self._spawn_airflow(name)
             self._wait_until_healthy(echo)
         except BaseException:
             for name in reversed(self._spawned):  # what this call started, not what ran
@@ -320,6 +319,10 @@ class Cluster:
             "--queues", f"default,{name}", "--concurrency", str(self.worker_concurrency),
             "--skip-serve-logs",
         ]  # fmt: skip
+
+    def _spawn_airflow(self, name: str) -> int:
+        worker = name if name.startswith("worker-") else None
+        return self._spawn(name, self._airflow_command(name), self.airflow_env(worker))
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str], user=None) -> int:
         """Start ``command`` in a session of its own (so stop() can signal it and every
@@ -507,6 +510,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name in self.process_names:
+                self._restart_if_it_lost_the_database(name, echo)
                 self._check_started(name)
             h = self.health()
             if all(h.get(p, {}).get("status") == "healthy" for p in parts) and len(
@@ -516,6 +520,17 @@ class Cluster:
             time.sleep(1)
         raise ClusterError(f"not healthy within {timeout:.0f} s: {self.health() or 'no answer'}; "
                            f"logs in {self.logs}")  # fmt: skip
+
+    def _restart_if_it_lost_the_database(self, name: str, echo) -> None:
+        # An Airflow part that was still running when start() began (so it was not started
+        # again) may exit during the start: after PostgreSQL went away, the triggerer and the
+        # scheduler give up on their next database call, which can come after PostgreSQL is
+        # back. Start it once more; a part this call started that exits is an error.
+        if name in self._spawned or name in ("postgres", "redis") or self._pid(name):
+            return
+        echo(f"cluster: {name} exited during the start (it had lost the database); "
+             "starting it again")  # fmt: skip
+        self._spawn_airflow(name)
 
     def _wait_for(self, name: str, ready, timeout: float) -> None:
         deadline = time.monotonic() + timeout
