@@ -68,7 +68,7 @@ class CNNConfig(_Section):
         24,
         32,
     ]
-    fc: int = Field(default=256, ge=1)  # hidden units before the 10-way output
+    fc: int = Field(default=192, ge=1)  # hidden units before the 10-way output
     batch_norm: bool = False  # BatchNorm after each conv: steadier, but slower per epoch
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 

@@ -173,29 +173,48 @@ def smoke_run(tmp_path_factory):
     sandbox of its own, and returns (executed notebook, project root, seconds, error or
     None). Tests that read the same execution share it: the notebook tests, the
     notebook-vs-DAG parity test and the website (the executions land side by side in one
-    folder, ``smoke_run.folder``, each with its run record, as ``make demo`` leaves them)."""
+    folder, ``smoke_run.folder``, each with its run record, as ``make demo`` leaves them).
+
+    Under pytest-xdist the workers share them too: a session fixture is otherwise built
+    once per worker, and the notebook tests and the website test on different workers ran
+    the four notebooks twice. The first worker to ask for a notebook runs it under a file
+    lock in the folder all workers share; the other waits for the lock and reads the
+    result (what the tests read of the sandbox is only read)."""
+    import json
     import time
 
-    from shared import demo, experiments
+    from shared import demo, experiments, io
 
-    folder = tmp_path_factory.mktemp("executed")
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, above each worker's popen-gwN
+    base = base / "smoke-runs"
+    folder = base / "executed"
     done: dict[str, tuple[Path, Path, float, Exception | None]] = {}
+
+    def execute(name: str) -> dict:
+        root = make_sandbox(base / name.split("_")[0] / "project")
+        start = time.perf_counter()
+        error = None
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("WORKBOOK_ROOT", str(root))
+            try:
+                experiments.run_recorded(
+                    REPO / "solutions" / name, folder / name, demo.smoke_params(name), timeout=300
+                )
+            except Exception as exc:  # the test that asks reports it, with the notebook
+                error = f"{type(exc).__name__}: {exc}"
+        return {"root": str(root), "seconds": time.perf_counter() - start, "error": error}
 
     def run(name: str):
         if name not in done:
-            root = make_sandbox(tmp_path_factory.mktemp(name.split("_")[0]) / "project")
-            out = folder / name
-            start = time.perf_counter()
-            error = None
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setenv("WORKBOOK_ROOT", str(root))
-                try:
-                    experiments.run_recorded(
-                        REPO / "solutions" / name, out, demo.smoke_params(name), timeout=300
-                    )
-                except Exception as exc:  # the test that asks reports it, with the notebook
-                    error = exc
-            done[name] = (out, root, time.perf_counter() - start, error)
+            result = base / f"{name}.result.json"
+            with io.file_lock(base / f"{name}.lock"):
+                if not result.is_file():
+                    io.atomic_write_json(result, execute(name))
+            r = json.loads(result.read_text())
+            error = None if r["error"] is None else RuntimeError(r["error"])
+            done[name] = (folder / name, Path(r["root"]), r["seconds"], error)
         return done[name]
 
     run.folder = folder
