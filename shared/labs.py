@@ -181,6 +181,19 @@ def _points_line(checks) -> str:
     return "\n".join(lines)
 
 
+def _answer_lines(region: Region, several: bool) -> str:
+    """A region's solution lines. When one cell has several regions (a method's body, then
+    another's), each answer first names the stub it replaces, or the bodies run together
+    with nothing to say where each goes."""
+    lines = list(region.answer)
+    if several and lines:
+        first = next((line for line in lines if line.strip()), "")
+        indent = first[: len(first) - len(first.lstrip())]
+        label = region.label if region.broken is not None else "YOUR CODE HERE"
+        lines.insert(0, f"{indent}# in place of: {label}: {region.hint}")
+    return "\n".join(lines)
+
+
 def exercise_cell(
     regions: list[Region], checks, cell_id: str, answers: bool = True
 ) -> nbformat.NotebookNode | None:
@@ -192,7 +205,8 @@ def exercise_cell(
         blocks.append(
             "<details><summary>Show a hint</summary>\n\n" + "\n".join(more) + "\n\n</details>"
         )
-    answer = "\n\n".join("\n".join(r.answer) for r in regions if r.show_answer and answers)
+    shown = [r for r in regions if r.show_answer and answers]
+    answer = "\n\n".join(_answer_lines(r, len(shown) > 1) for r in shown)
     if answer:
         blocks.append(
             "<details><summary>Show the answer</summary>\n\nTry first: the check tells you "

@@ -359,6 +359,30 @@ def test_generated_lab_shows_points_hints_and_answers_above_each_exercise():
     assert code.metadata.get("tags", []) == []
 
 
+def test_an_answer_with_several_regions_says_which_stub_each_part_replaces():
+    """Two method bodies in one cell: the answer names each stub before its lines, or the
+    bodies would run together with nothing to say where each goes. One region: no label."""
+    cell = (
+        "class Net:\n"
+        "    def __init__(self):\n"
+        "        ### BEGIN SOLUTION (create the layer)\n"
+        "        self.fc = 1\n"
+        "        ### END SOLUTION\n"
+        "\n"
+        "    def forward(self, x):\n"
+        "        ### BEGIN SOLUTION (apply the layer)\n"
+        "        return x * self.fc\n"
+        "        ### END SOLUTION\n"
+    )
+    _, regions = labs.parse_regions(cell)
+    answer = labs.exercise_cell(regions, (), "id").source
+    assert (
+        "        # in place of: YOUR CODE HERE: create the layer\n        self.fc = 1\n\n"
+        "        # in place of: YOUR CODE HERE: apply the layer\n        return x * self.fc"
+    ) in answer
+    assert "in place of" not in labs.exercise_cell(regions[:1], (), "id").source
+
+
 @pytest.mark.parametrize("lab", list(suites.LABS.values()), ids=lambda lab: lab.id)
 def test_every_graded_check_shows_its_points_in_the_lab(lab):
     """Every check of a suite is listed, with its points, above the exercise it grades."""
