@@ -474,13 +474,8 @@ def _execute(
     from nbclient.exceptions import DeadKernelError
 
     results: dict[str, tuple[str, str]] = {}
-    reason = ""
     cgroup = sandbox.Cgroup.create(limits)
-    report.limits = (
-        f"memory {limits.memory_mb} MB and {limits.processes} processes ({cgroup.describe()})"
-        if cgroup
-        else f"memory {limits.memory_mb} MB (RLIMIT_DATA), processes not limited (no cgroup)"
-    ) + (f", {limits.threads} CPU threads" if limits.threads else "")
+    report.limits = _limits_line(limits, cgroup)
     try:
         client = _client_class()(
             run_nb,
@@ -491,47 +486,78 @@ def _execute(
             shutdown_kernel="immediate",
             startup_timeout=120,
         )
-        # The kernel's own stdout and stderr (its banner, jupyter warnings, a crash's last
-        # words) go to a log outside the folder the kernel can write, never into the
-        # grader's output; a dead kernel's report quotes its last line.
-        with (
-            open(box["log"], "w") as log,
-            # cleanup_kc: nbclient shuts down only kernels whose manager it made itself
-            client.setup_kernel(
-                cleanup_kc=True,
-                env=kernel_env(box, limits.threads),
-                cwd=str(box["cwd"]),
-                stdout=log,
-                stderr=log,
-            ),  # fmt: skip
-        ):
-            _run_submission(client, run_nb, numbers, timeout, report)
-            if report.status == "timeout" and not _kernel_answers(client, run_nb):
-                reason = f"the kernel ignored the interrupt at {timeout} s and was killed"
-                report.message = reason
-            elif report.status == "timeout":
-                report.message = f"interrupted after {timeout} s; the checks ran on what it defined"
-            elif report.status == MEMORY_EXCEEDED:
-                reason = f"{MEMORY_EXCEEDED} ({limits.memory_mb} MB)"
-                report.message = reason
-            if not reason:
-                results, reason = _run_checks(client, run_nb, lab, report.measurements)
+        results, reason = _run_in_kernel(client, run_nb, numbers, lab, box, timeout, report, limits)
     except DeadKernelError:
-        if cgroup is not None and cgroup.oom_killed():
-            report.status = MEMORY_EXCEEDED
-            reason = f"{MEMORY_EXCEEDED} ({limits.memory_mb} MB): the kernel was stopped"
-            report.message = reason
-        else:
-            report.status = "kernel died"
-            # the kernel logs at CRITICAL only, so its last line is its own last words
-            last = _log_tail(box["log"])[-1:]
-            reason = "the kernel died (out of memory, a crash, or the notebook exited it)"
-            report.message = reason + (f"; its last words: {last[0][:200]}" if last else "")
+        reason = _kernel_death(report, box, limits, cgroup)
     finally:
         if cgroup is not None:  # whatever the kernel left behind, even without bubblewrap
             cgroup.kill_all()
             cgroup.remove()
     report.output_truncated = client.truncated
+    _record_checks(report, lab, run_nb, results, reason)
+    for cell in run_nb.cells:  # the executed copy never carries the hidden checks' code
+        if cell.metadata.get("workbook_loader"):
+            cell.source, cell.outputs = LOADER_SAVED_AS, []
+
+
+def _limits_line(limits: Limits, cgroup) -> str:
+    return (
+        f"memory {limits.memory_mb} MB and {limits.processes} processes ({cgroup.describe()})"
+        if cgroup
+        else f"memory {limits.memory_mb} MB (RLIMIT_DATA), processes not limited (no cgroup)"
+    ) + (f", {limits.threads} CPU threads" if limits.threads else "")
+
+
+def _run_in_kernel(
+    client, run_nb, numbers, lab: Lab, box, timeout: int, report: Report, limits: Limits
+) -> tuple[dict[str, tuple[str, str]], str]:
+    """The submission, then (unless the run left nothing to check) the checks, in one
+    kernel; returns the checks' results and why any did not run ("" when all ran)."""
+    # The kernel's own stdout and stderr (its banner, jupyter warnings, a crash's last
+    # words) go to a log outside the folder the kernel can write, never into the
+    # grader's output; a dead kernel's report quotes its last line.
+    with (
+        open(box["log"], "w") as log,
+        # cleanup_kc: nbclient shuts down only kernels whose manager it made itself
+        client.setup_kernel(
+            cleanup_kc=True,
+            env=kernel_env(box, limits.threads),
+            cwd=str(box["cwd"]),
+            stdout=log,
+            stderr=log,
+        ),  # fmt: skip
+    ):
+        _run_submission(client, run_nb, numbers, timeout, report)
+        reason = ""
+        if report.status == "timeout" and not _kernel_answers(client, run_nb):
+            reason = f"the kernel ignored the interrupt at {timeout} s and was killed"
+            report.message = reason
+        elif report.status == "timeout":
+            report.message = f"interrupted after {timeout} s; the checks ran on what it defined"
+        elif report.status == MEMORY_EXCEEDED:
+            reason = f"{MEMORY_EXCEEDED} ({limits.memory_mb} MB)"
+            report.message = reason
+        if reason:
+            return {}, reason
+        return _run_checks(client, run_nb, lab, report.measurements)
+
+
+def _kernel_death(report: Report, box, limits: Limits, cgroup) -> str:
+    """Status and message for a kernel that died; returns why the checks did not run."""
+    if cgroup is not None and cgroup.oom_killed():
+        report.status = MEMORY_EXCEEDED
+        report.message = f"{MEMORY_EXCEEDED} ({limits.memory_mb} MB): the kernel was stopped"
+        return report.message
+    report.status = "kernel died"
+    # the kernel logs at CRITICAL only, so its last line is its own last words
+    last = _log_tail(box["log"])[-1:]
+    reason = "the kernel died (out of memory, a crash, or the notebook exited it)"
+    report.message = reason + (f"; its last words: {last[0][:200]}" if last else "")
+    return reason
+
+
+def _record_checks(report: Report, lab: Lab, run_nb, results, reason: str) -> None:
+    """A line per check appended to the notebook: its result, or NOT_RUN with ``reason``."""
     appended = {cell.metadata.get("workbook_check") for cell in run_nb.cells}
     for c in lab.checks:
         if c.id not in appended:  # a measurement this grading was not asked for
@@ -543,9 +569,6 @@ def _execute(
                 c.required, c.public, hint,
             )
         )  # fmt: skip
-    for cell in run_nb.cells:  # the executed copy never carries the hidden checks' code
-        if cell.metadata.get("workbook_loader"):
-            cell.source, cell.outputs = LOADER_SAVED_AS, []
 
 
 def grade(
