@@ -130,6 +130,7 @@ class Cluster:
         dags: str | os.PathLike[str] | None = None,
         worker_concurrency: int = 1,
         schedules: bool | None = None,
+        heartbeat_timeout: int = HEARTBEAT_TIMEOUT_S,
     ) -> None:
         self.root = Path(root or paths.project_root()).resolve()
         self.state = Path(state or self.root / ".airflow-cluster").resolve()
@@ -140,6 +141,11 @@ class Cluster:
         if self.workers < 1:
             raise ClusterError(f"workers must be at least 1, not {self.workers}")
         self.worker_concurrency = worker_concurrency
+        # Each task's runner heartbeats every 5 s ([workers] min_heartbeat_interval), so
+        # anything above ~15 s is several missed beats, never one slow answer.
+        if heartbeat_timeout < 15:
+            raise ClusterError(f"heartbeat_timeout must be at least 15 s, not {heartbeat_timeout}")
+        self.heartbeat_timeout = heartbeat_timeout
         # False: the scheduler runs only what is triggered, never a DAG's own schedule
         # ([scheduler] use_job_schedule); the tests compare runs without a daily run between.
         self.schedules = schedules if schedules is not None else saved.get("schedules", True)
@@ -254,7 +260,7 @@ class Cluster:
             "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
             # A running task whose heartbeat stops (its worker died) is failed after this
             # many seconds, then retried (retries=1) on a worker that is alive.
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         })  # fmt: skip

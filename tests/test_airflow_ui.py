@@ -38,22 +38,30 @@ def screenshot_logged_in(
     shots: dict[str, Path],
     profile: Path,
     port: int,
+    tasks: set[str],
 ) -> dict[str, bytes]:
     """Headless Chromium driven over the DevTools protocol: set the UI's login cookie
     (`_token`, the JWT from /auth/token), then for each ``{view: path}`` of ``shots`` (the
     DAG page's "grid" or "graph" view, the UI's `default_dag_view` setting in the browser's
-    local storage) open ``url``, wait for the page, save a PNG."""
+    local storage) open ``url``, wait until the page shows every one of ``tasks``, save a PNG."""
     browser = DevTools(browser_command, profile, port)
     try:
         base = url.split("/dags/")[0]
         browser.send("Network.setCookie", {"name": "_token", "value": token, "url": base + "/"})
         pngs = {}
         for view, out in shots.items():
-            browser.open(base + "/")
-            time.sleep(2)
+            browser.open(base + "/")  # returns at the load event: the origin's storage is there
             browser.evaluate(f"localStorage.setItem('default_dag_view', JSON.stringify({view!r}))")
             browser.open(url)
-            time.sleep(8)  # the React UI fetches the DAG and its runs after load
+            # The React UI fetches the DAG and its runs after the load event: wait until the
+            # view shows every task, then give the last requests a moment to paint.
+            wait_for(
+                lambda: browser.evaluate(
+                    f"{sorted(tasks)!r}.every(t => document.body.innerText.includes(t))"
+                ),
+                60, f"the {view} view to show the tasks {sorted(tasks)}", interval=0.5,
+            )  # fmt: skip
+            time.sleep(1.5)
             pngs[view] = browser.screenshot(out)
     finally:
         browser.close()
@@ -126,6 +134,7 @@ def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox, free_port, chromium):
             {view: ARTIFACTS / f"lab1_1_first_dag_{view}.png" for view in ("grid", "graph")},
             tmp_path / "chromium",
             free_port(),
+            {t["task_id"] for t in tis},
         )
         for png in pngs.values():
             assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, (

@@ -66,6 +66,8 @@ def cluster():
         base / "state", root=make_sandbox(base / "project"), dags=REPO / "dags",
         ports={"api": _free_port(), "postgres": _free_port(), "redis": _free_port()},
         schedules=False,
+        # the kill test waits this out; 15 s is still three missed heartbeats (one every 5 s)
+        heartbeat_timeout=15,
     )  # fmt: skip
     try:
         seconds = c.start()

@@ -67,3 +67,13 @@ def test_postgres_or_redis_gone_is_an_error_not_a_restart(tmp_path):
     with pytest.raises(cl.ClusterError, match="redis exited during start-up"):
         c._wait_until_healthy(print, timeout=5)
     assert c.spawns == []
+
+
+def test_the_heartbeat_timeout_reaches_the_scheduler_and_too_short_is_refused(tmp_path):
+    env = cl.Cluster(tmp_path / "state", root=tmp_path, heartbeat_timeout=15).airflow_env()
+    assert env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] == "15"
+    default = cl.Cluster(tmp_path / "state", root=tmp_path).airflow_env()
+    assert default["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] == "30"
+    # one beat every 5 s: under 15 s, one slow answer would fail a task that is running
+    with pytest.raises(cl.ClusterError, match="heartbeat_timeout must be at least 15 s, not 5"):
+        cl.Cluster(tmp_path / "state", root=tmp_path, heartbeat_timeout=5)

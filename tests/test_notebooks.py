@@ -1,7 +1,9 @@
 """Notebooks: labs generated from solutions, promoted code in sync, parameters, smoke runs.
 
 The solutions' checked outputs themselves are validated by nbval (`pytest --nbval-lax
-solutions/`, part of `make test`).
+solutions/`, part of `make test`); that each generated lab, run from the top, stops at its
+first exercise with that exercise's hint is asserted on the grader's run of it
+(tests/test_grade.py, test_every_generated_lab_scores_zero): one execution for both.
 """
 
 from __future__ import annotations
@@ -185,28 +187,6 @@ def test_lab_1_3_smoke_run_reaches_the_sweep(smoke_run):
 
 #: What each untouched lab says at its first exercise: a stub's "not written yet", or a
 #: quiz's and a skeleton's feedback.
-FIRST_HINT = {
-    "00_mlops_lifecycle.ipynb": "no answer yet",
-    "01_lab1_1_first_airflow_dag.ipynb": "no cron expression yet",
-    "02_lab1_2_pytorch_training.ipynb": "not written yet: keep dimension 0",
-    "03_lab1_3_config_driven_training.ipynb": "not written yet: a YAML string that extends",
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.kernel
-def test_generated_lab_stops_at_the_first_exercise_with_its_hint(name, sandbox, tmp_path):
-    import papermill
-
-    with pytest.raises(papermill.PapermillExecutionError) as err:
-        experiments.run_notebook(
-            REPO / "labs" / name, tmp_path / name, {"config_path": "configs/smoke.yaml"}
-        )
-    assert err.value.ename in ("CheckFailed", "NotImplementedError")
-    assert FIRST_HINT[name] in err.value.evalue
-
-
 @pytest.mark.parametrize("folder", ["solutions", "labs"])
 def test_every_picture_a_notebook_shows_exists(folder):
     """Markdown images (the Airflow UI screenshots in docs/images/) resolve from the notebook."""
