@@ -422,8 +422,8 @@ def test_every_solution_scores_full_marks(lab_id, tmp_path):
         assert any(c["id"] == "speedrun" and not c["required"] for c in report["checks"])
 
 
-#: The hint of each lab's first exercise: what a learner who runs the untouched lab from the
-#: top (Run All, papermill, the grader) meets first.
+#: What each untouched lab says at its first exercise (a stub's "not written yet", or a quiz's
+#: and a skeleton's feedback): the first error a learner who runs it from the top meets.
 FIRST_HINT = {
     "0": "no answer yet",
     "1.1": "no cron expression yet",

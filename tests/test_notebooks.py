@@ -1,8 +1,8 @@
 """Notebooks: labs generated from solutions, promoted code in sync, parameters, smoke runs.
 
 The solutions' checked outputs themselves are validated by nbval (`pytest --nbval-lax
-solutions/`, part of `make test`); that each generated lab, run from the top, stops at its
-first exercise with that exercise's hint is asserted on the grader's run of it
+solutions/`, part of `make test`); that each generated lab, run from the top, fails first at
+its first exercise with that exercise's hint is asserted on the grader's run of it
 (tests/test_grade.py, test_every_generated_lab_scores_zero): one execution for both.
 """
 
@@ -185,8 +185,6 @@ def test_lab_1_3_smoke_run_reaches_the_sweep(smoke_run):
     assert "✓ same config, same result: metrics and weights" in executed
 
 
-#: What each untouched lab says at its first exercise: a stub's "not written yet", or a
-#: quiz's and a skeleton's feedback.
 @pytest.mark.parametrize("folder", ["solutions", "labs"])
 def test_every_picture_a_notebook_shows_exists(folder):
     """Markdown images (the Airflow UI screenshots in docs/images/) resolve from the notebook."""
