@@ -281,15 +281,20 @@ class Cluster:
         io.atomic_write_json(self.state / "cluster.json", {
             "ports": self.ports, "workers": self.workers, "schedules": self.schedules})  # fmt: skip
         self._write_passwords_file()
+        fewer_workers = False
         for extra in sorted(p.stem for p in self.pids.glob("worker-*.pid")):
             if extra not in self.worker_names:  # fewer workers than last time
                 self.stop_process(extra)
+                fewer_workers = True
         missing = [name for name in self.process_names if self._pid(name) is None]
         self._spawned = []
         try:
             self._start_postgres(echo)
             self._start_redis(echo)
-            self._migrate(echo)
+            # With every Airflow part running, the tables are at their schema and the pool
+            # has their slots: the two `airflow` commands (~10 s) would change nothing.
+            if fewer_workers or set(missing) - {"postgres", "redis"}:
+                self._migrate(echo)
             for name in (*AIRFLOW_PROCESSES, *self.worker_names):
                 if self._pid(name) is None:
                     self._spawn_airflow(name)

@@ -77,3 +77,29 @@ def test_the_heartbeat_timeout_reaches_the_scheduler_and_too_short_is_refused(tm
     # one beat every 5 s: under 15 s, one slow answer would fail a task that is running
     with pytest.raises(cl.ClusterError, match="heartbeat_timeout must be at least 15 s, not 5"):
         cl.Cluster(tmp_path / "state", root=tmp_path, heartbeat_timeout=5)
+
+
+@pytest.mark.parametrize(
+    "stopped, migrates",
+    [
+        (set(), False),  # everything running: "already running", no `airflow` command
+        ({"postgres"}, False),  # PostgreSQL back on its own data: same tables, same pool
+        ({"scheduler"}, True),  # an Airflow part to start: the tables are checked first
+        ({"worker-1"}, True),
+    ],
+)
+def test_start_checks_the_tables_and_pool_only_when_an_airflow_part_starts(
+    tmp_path, monkeypatch, stopped, migrates
+):
+    everything = {"postgres", "redis", *cl.AIRFLOW_PROCESSES, "worker-1"}
+    c = _Parts(tmp_path, running=everything - stopped)
+    calls = []
+    monkeypatch.setattr(c, "_start_postgres", lambda echo: c.running.add("postgres"))
+    monkeypatch.setattr(c, "_start_redis", lambda echo: c.running.add("redis"))
+    monkeypatch.setattr(c, "_migrate", lambda echo: calls.append("migrate"))
+    said = []
+    c.start(echo=said.append)
+    assert calls == (["migrate"] if migrates else [])
+    assert c.running == everything
+    if not stopped:
+        assert said == ["cluster: already running"]
