@@ -61,6 +61,9 @@ EXPERIMENTS_POOL = "experiments"
 HEARTBEAT_TIMEOUT_S = 30
 
 AIRFLOW_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: The parts that exit on their own some seconds after a database call fails (about 20 s
+#: without PostgreSQL, measured); the api-server and the Celery workers ride it out.
+GIVE_UP_WITHOUT_DATABASE = ("scheduler", "dag-processor", "triggerer")
 
 
 class ClusterError(RuntimeError):
@@ -290,6 +293,8 @@ class Cluster:
         self._spawned = []
         try:
             self._start_postgres(echo)
+            if "postgres" in missing:
+                missing += self._restart_what_lost_the_database(missing, echo)
             self._start_redis(echo)
             # With every Airflow part running, the tables are at their schema and the pool
             # has their slots: the two `airflow` commands (~10 s) would change nothing.
@@ -531,6 +536,19 @@ class Cluster:
             time.sleep(1)
         raise ClusterError(f"not healthy within {timeout:.0f} s: {self.health() or 'no answer'}; "
                            f"logs in {self.logs}")  # fmt: skip
+
+    def _restart_what_lost_the_database(self, missing: list[str], echo) -> list[str]:
+        """PostgreSQL was down while Airflow ran: the parts that give up without it are
+        stopped now (PostgreSQL is back, so they shut down cleanly) and started again below,
+        rather than left to exit at some later moment, after start() has returned.
+        Returns the parts it stopped."""
+        lost = [n for n in GIVE_UP_WITHOUT_DATABASE if n not in missing and self._pid(n)]
+        if lost:
+            echo(f"cluster: PostgreSQL was down; restarting {', '.join(lost)}, which exit "
+                 "without it")  # fmt: skip
+            for name in lost:
+                self.stop_process(name)
+        return lost
 
     def _restart_if_it_lost_the_database(self, name: str, echo) -> None:
         # An Airflow part that was still running when start() began (so it was not started

@@ -14,10 +14,16 @@ class _Parts(cl.Cluster):
 
     def __init__(self, tmp_path, running, dies=()):
         super().__init__(tmp_path / "state", root=tmp_path, dags=tmp_path, workers=1)
-        self.running, self.dies, self.spawns = set(running), set(dies), []
+        self.running, self.dies, self.spawns, self.stops = set(running), set(dies), [], []
 
     def _pid(self, name):
         return 1 if name in self.running else None
+
+    def stop_process(self, name, *args, **kw):
+        self.stops.append(name)
+        was_running = name in self.running
+        self.running.discard(name)
+        return was_running
 
     def _spawn_airflow(self, name):
         self.spawns.append(name)
@@ -80,16 +86,19 @@ def test_the_heartbeat_timeout_reaches_the_scheduler_and_too_short_is_refused(tm
 
 
 @pytest.mark.parametrize(
-    "stopped, migrates",
+    "stopped, migrates, restarted",
     [
-        (set(), False),  # everything running: "already running", no `airflow` command
-        ({"postgres"}, False),  # PostgreSQL back on its own data: same tables, same pool
-        ({"scheduler"}, True),  # an Airflow part to start: the tables are checked first
-        ({"worker-1"}, True),
+        # everything running: "already running", no `airflow` command
+        (set(), False, []),
+        # PostgreSQL was down: the parts that exit without it are restarted with it (else they
+        # exit later, after start() returned), so the tables are checked first
+        ({"postgres"}, True, ["scheduler", "dag-processor", "triggerer"]),
+        ({"scheduler"}, True, ["scheduler"]),  # an Airflow part to start: the tables first
+        ({"worker-1"}, True, ["worker-1"]),
     ],
 )
-def test_start_checks_the_tables_and_pool_only_when_an_airflow_part_starts(
-    tmp_path, monkeypatch, stopped, migrates
+def test_start_restarts_only_what_it_must_and_checks_the_tables_only_then(
+    tmp_path, monkeypatch, stopped, migrates, restarted
 ):
     everything = {"postgres", "redis", *cl.AIRFLOW_PROCESSES, "worker-1"}
     c = _Parts(tmp_path, running=everything - stopped)
@@ -100,6 +109,8 @@ def test_start_checks_the_tables_and_pool_only_when_an_airflow_part_starts(
     said = []
     c.start(echo=said.append)
     assert calls == (["migrate"] if migrates else [])
+    assert sorted(c.spawns) == sorted(restarted)
+    assert c.stops == [n for n in restarted if n not in stopped]  # stopped first, then started
     assert c.running == everything
     if not stopped:
         assert said == ["cluster: already running"]
