@@ -552,9 +552,10 @@ class Cluster:
 
     def _restart_if_it_lost_the_database(self, name: str, echo) -> None:
         # An Airflow part that was still running when start() began (so it was not started
-        # again) may exit during the start: after PostgreSQL went away, the triggerer and the
-        # scheduler give up on their next database call, which can come after PostgreSQL is
-        # back. Start it once more; a part this call started that exits is an error.
+        # again) may exit during the start, e.g. one that lost the database without this
+        # start having restarted PostgreSQL (_restart_what_lost_the_database covers the parts
+        # known to give up when it did). Start it once more; a part this call started that
+        # exits is an error.
         if name in self._spawned or name in ("postgres", "redis") or self._pid(name):
             return
         echo(f"cluster: {name} exited during the start (it had lost the database); "
