@@ -44,9 +44,11 @@ test-fast: setup ## lint + unit and light integration tests (no kernels, Airflow
 	@$(MAKE) --no-print-directory lint
 	@$(BIN)/pytest tests -m "not (slow or kernel or airflow or browser or sandbox or cluster)"
 
-lint: ## ruff lint and format check (notebooks and DAGs included)
+lint: ## ruff lint and format check (notebooks and DAGs included), then the import contracts
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
+	@out=$$($(BIN)/lint-imports --no-cache 2>&1) || { echo "$$out"; exit 1; }; \
+		echo "$$out" | grep -E ' KEPT$$|^Contracts:'
 
 format: ## apply ruff's formatting and safe fixes
 	@$(BIN)/ruff check --fix .
@@ -73,13 +75,14 @@ airflow-stop: ## stop exactly the Airflow processes `make airflow` started
 
 airflow-cluster: setup ## distributed Airflow on loopback: PostgreSQL, Redis, CeleryExecutor, 2 Celery workers (UI :8090)
 	@scripts/setup-system.sh
-	@$(BIN)/python -m shared.cluster start
+	@$(BIN)/python -m workbook.cluster start
 
 airflow-cluster-stop: ## stop exactly the processes `make airflow-cluster` started (its database stays)
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m shared.cluster stop; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m workbook.cluster stop; fi
 
-screenshots: setup ## refresh docs/images/ (Lab 1.1's Airflow UI pictures) from a real UI run
+screenshots: setup ## refresh docs/images/: the lifecycle figure, and Lab 1.1's Airflow UI pictures from a real UI run
 	@scripts/setup-system.sh
+	@$(BIN)/workbook site figures
 	@$(BIN)/pytest -q -p no:cacheprovider tests/test_airflow_ui.py
 	@mkdir -p docs/images
 	@for view in grid graph; do \
@@ -97,7 +100,7 @@ check-platforms: setup ## ask the registry: does the lock install on Linux/macOS
 	@$(BIN)/python scripts/check_platforms.py --sizes
 
 clean: airflow-stop airflow-cluster-stop ## remove runs, Airflow's homes (the cluster's database too) and caches (keeps .venv and data/)
-	rm -rf runs registry .airflow .airflow-cluster artifacts site site-instructors .pytest_cache .ruff_cache
+	rm -rf runs registry .airflow .airflow-cluster artifacts site site-instructors .pytest_cache .ruff_cache .import_linter_cache
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
 
 distclean: clean ## also remove .venv and data/ (the next make sets everything up again)

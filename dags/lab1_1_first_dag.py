@@ -1,3 +1,5 @@
+# Promoted from runs/lab1_1/lab1_1_first_dag.py by shared.airflow_local.promote: edit what writes that draft
+# (the notebook's DAG cell), then promote again; an edit here is replaced.
 """
 ### Lab 1.1: your first DAG
 

@@ -81,7 +81,7 @@ fi
 # without encryption" into the learner's cell output. Loopback TCP is how Jupyter talks to a
 # local kernel; the warning is for kernels reached over a network.
 KERNEL_JSON="$VENV/share/jupyter/kernels/$KERNEL_NAME/kernel.json"
-KERNEL_DISPLAY="Python 3 (MLOps workbook)"   # as in the notebooks' metadata (shared/notebooks.py)
+KERNEL_DISPLAY="Python 3 (MLOps workbook)"   # as in the notebooks' metadata (workbook/notebooks.py)
 if [ ! -f "$KERNEL_JSON" ] || ! grep -q 'log_level=ERROR' "$KERNEL_JSON" \
         || ! grep -qF "\"$KERNEL_DISPLAY\"" "$KERNEL_JSON"; then
     "$VENV/bin/python" -m ipykernel install --sys-prefix --name "$KERNEL_NAME" \

@@ -230,6 +230,22 @@ def run_dag(
     }
 
 
+#: The course's solution notebooks mark each exercise with comment lines such as
+#: ``### BEGIN SOLUTION (...)`` and ``### HINT ...`` (the grammar is ``workbook.labs``'s).
+#: They are notes for the course's authors, never part of a published DAG. (A DAG cell that
+#: is promoted has no ``### LAB SHOWS`` block: the learner writes it, nothing is shown broken.)
+AUTHORING_LINE = re.compile(
+    r"^[ \t]*### (?:BEGIN SOLUTION|END SOLUTION|HINT|LAB SHOWS|LAB STARTS WITH|NO ANSWER)\b"
+)
+
+
+def without_authoring_lines(source: str) -> str:
+    """``source`` without its authoring lines (what ``promote`` publishes)."""
+    return "".join(
+        line for line in source.splitlines(keepends=True) if not AUTHORING_LINE.match(line)
+    )
+
+
 def promote(draft: str | os.PathLike[str], dags_dir: str | os.PathLike[str] | None = None) -> Path:
     """Publish a checked DAG file into ``dags/`` atomically; refuse it if it does not import.
 
@@ -238,8 +254,6 @@ def promote(draft: str | os.PathLike[str], dags_dir: str | os.PathLike[str] | No
     file there would show up as an import error in the UI, so the file is parsed first and
     renamed into place.
     """
-    from shared.notebooks import published_source
-
     draft = Path(draft)
     target_dir = Path(dags_dir) if dags_dir else paths.project_root() / "dags"
     with tempfile.TemporaryDirectory() as tmp:
@@ -253,8 +267,12 @@ def promote(draft: str | os.PathLike[str], dags_dir: str | os.PathLike[str] | No
             raise ValueError(
                 f"{draft.name}: the file name must equal the dag_id (found {bag.dag_ids})"
             )
-    # The solution markers and hints are authoring notes for the labs, not part of the DAG.
-    published = published_source(draft.read_text())
+    where = paths.show(draft)
+    header = (
+        f"# Promoted from {where} by shared.airflow_local.promote: edit what writes that draft\n"
+        "# (the notebook's DAG cell), then promote again; an edit here is replaced.\n"
+    )
+    published = header + without_authoring_lines(draft.read_text())
     with atomic_path(target_dir / draft.name) as tmp_target:
         tmp_target.write_text(published)
     return target_dir / draft.name

@@ -396,13 +396,13 @@ def speedrun(net_class: Callable, recipe: dict[str, Any], subset: int | None = N
 
     Fails when the net is not a module mapping (B, 1, 28, 28) to (B, 10) logits, when the
     recipe is off, or (on the full data) when it learns nothing: below 90 % at the end.
-    Returns bench.SpeedResult.
+    Returns speedrun.SpeedResult.
     """
     import json
 
     import torch
 
-    from shared import bench, data
+    from shared import data, speedrun
     from shared.config import TrainingConfig
     from shared.train import make_optimizer, make_schedule
 
@@ -425,7 +425,7 @@ def speedrun(net_class: Callable, recipe: dict[str, Any], subset: int | None = N
     )  # fmt: skip
     optimizer = make_optimizer(model, training)
     schedule = make_schedule(optimizer, training, len(batches))
-    result = bench.time_to_target(
+    result = speedrun.time_to_target(
         "speedrun", model, optimizer, batches, test, r["epochs"], per_batch=schedule.batch_done,
         set_epoch=batches.set_epoch, stop_at_target=False, seed=0, log=lambda *_: None,
     )  # fmt: skip

@@ -387,3 +387,43 @@ def save_config(config: Config, path: str | os.PathLike[str]) -> Path:
 
     header = f"# resolved config, hash {config.hash()}\n"
     return atomic_write_text(path, header + config.to_yaml())
+
+
+def check_files(files: Sequence[str], overrides: Sequence[str] = ()) -> list[Config] | None:
+    """Load and validate each config, printing each one's errors (file, key, expectation) to
+    stderr, a line each; None when any failed. What ``python -m shared.config`` and
+    ``workbook config check`` run."""
+    import sys
+
+    loaded, failed = [], False
+    for f in files:
+        try:
+            loaded.append(load_config(f, overrides))
+        except ConfigError as exc:
+            print(f"config error: {exc}".replace("\n", "\nconfig error: "), file=sys.stderr)
+            failed = True
+    return None if failed else loaded
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m shared.config FILE... [--set KEY=VALUE]``: check configs from a terminal,
+    as a CI job or an Airflow task would; exit 0 when every one is valid, 2 otherwise."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.config", description="Load and validate training configs."
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one value, e.g. --set training.learning_rate=0.01")  # fmt: skip
+    args = parser.parse_args(argv)
+    configs = check_files(args.files, args.set)
+    if configs is None:
+        return 2
+    for f, config in zip(args.files, configs, strict=True):
+        print(f"ok  {f}  (run id {config.run_id()})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

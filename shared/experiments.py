@@ -15,9 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from shared.io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
-from shared.notebooks import KERNEL_NAME
 from shared.paths import project_root
 from shared.provision import sha256_file
+
+#: The Jupyter kernel set-up registers (scripts/setup.sh): papermill runs every notebook on
+#: it, wherever papermill is called from, so the project's interpreter and packages are used.
+KERNEL_NAME = "mlops-workbook"
+#: What an unwritten exercise's stub says (``raise NotImplementedError("not written yet: ...")``,
+#: written by ``workbook.labs``): a saved notebook that still holds one is not ready to run.
+UNWRITTEN = "not written yet"
 
 #: Columns of the comparison table, in order.
 COLUMNS = [
@@ -70,11 +76,10 @@ def run_notebook(
 
 
 #: What an executed notebook's outputs depend on besides the notebook and its parameters:
-#: the configs it reads, the package it imports (the site's own builder excepted: it only
-#: reads outputs) and the locked environment. ``make demo`` and ``make site`` record this key
+#: the configs it reads, the library it imports (``shared``: a notebook imports nothing of
+#: ``workbook``) and the locked environment. ``make demo`` and ``make site`` record this key
 #: beside each execution, so the site reuses an execution that is still current.
 _KEY_GLOBS = ("configs/**/*.yaml", "shared/**/*.py", "requirements.lock")
-_KEY_EXCLUDED = {"shared/site.py"}
 
 
 def execution_key(notebook: str | os.PathLike[str], parameters: dict[str, Any]) -> str:
@@ -88,7 +93,7 @@ def execution_key(notebook: str | os.PathLike[str], parameters: dict[str, Any]) 
     for pattern in _KEY_GLOBS:
         for path in sorted(root.glob(pattern)):
             rel = path.relative_to(root).as_posix()
-            if rel not in _KEY_EXCLUDED and "__pycache__" not in rel:
+            if "__pycache__" not in rel:
                 digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -193,8 +198,6 @@ def saved_notebook_problems(notebook: str | os.PathLike[str], *functions) -> lis
 
     nb = nbformat.read(Path(notebook), as_version=4)
     problems = []
-    from shared.labs import UNWRITTEN
-
     stubbed = [
         i for i, c in enumerate(nb.cells, 1)
         if c.cell_type == "code" and any(

@@ -106,7 +106,7 @@ def mnist_root() -> Path:
 
 
 def _free_port() -> int:
-    from shared.cluster import free_port
+    from workbook.cluster import free_port
 
     return free_port()
 
@@ -149,7 +149,7 @@ def _can_install_debian_packages() -> bool:
 def bubblewrap():
     """Skip unless bubblewrap can sandbox a kernel here; fail where set-up should have
     installed it (apt-get as root) and did not."""
-    from shared.grading import sandbox
+    from workbook.grading import sandbox
 
     problem = sandbox.bwrap_problem()
     if problem is None:
@@ -183,7 +183,8 @@ def smoke_run(tmp_path_factory):
     import json
     import time
 
-    from shared import demo, experiments, io
+    from shared import experiments, io
+    from workbook import demo
 
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):

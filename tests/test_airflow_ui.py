@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import DevTools
 
-from shared.airflow_api import Api
+from workbook.airflow_api import Api
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts" / "screenshots"

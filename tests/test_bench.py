@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from shared import bench
+from shared import speedrun
+from workbook import bench
 
 
 def _separable(n: int = 512, seed: int = 0):
@@ -19,12 +20,12 @@ def _separable(n: int = 512, seed: int = 0):
     return batches, [(images, labels)]
 
 
-def _run(stop_at_target: bool, target: float = 0.95) -> bench.SpeedResult:
+def _run(stop_at_target: bool, target: float = 0.95) -> speedrun.SpeedResult:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 2))
     train, test = _separable()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    return bench.time_to_target(
+    return speedrun.time_to_target(
         "tiny", model, optimizer, train, test, epochs=3, evals_per_epoch=4, target=target,
         stop_at_target=stop_at_target, log=lambda *_: None,
     )  # fmt: skip
@@ -52,14 +53,14 @@ def test_warm_up_leaves_the_model_and_the_random_state_alone():
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 2), nn.Dropout(0.5))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     state = torch.get_rng_state()
-    bench.warm_up(model, _separable()[0], torch.device("cpu"))
+    speedrun.warm_up(model, _separable()[0], torch.device("cpu"))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
     assert torch.equal(torch.get_rng_state(), state)
 
 
 def _result(seconds, accuracy=0.991, per_epoch=5.0, trace=((1.0, 5.0, 0.991),)):
-    return bench.SpeedResult("seed", 0, per_epoch, seconds, None if seconds is None else 1.0,
+    return speedrun.SpeedResult("seed", 0, per_epoch, seconds, None if seconds is None else 1.0,
                              accuracy, list(trace))  # fmt: skip
 
 

@@ -15,8 +15,9 @@ import nbformat
 import pytest
 import torch
 
-from shared import checks, labs, notebooks
-from shared.grading import suites
+from shared import checks
+from workbook import labs
+from workbook.grading import suites
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -338,7 +339,7 @@ def test_debugging_regions_show_the_broken_code_in_the_lab():
     ]
     assert region.answer == ["START = datetime(2024, 1, 1)"]
     assert (
-        notebooks.published_source(cell)
+        labs.published_source(cell)
         == "from datetime import datetime\nSTART = datetime(2024, 1, 1)\n"
     )
 
@@ -425,7 +426,7 @@ def test_labs_export_without_answers_keeps_stubs_hints_and_points(tmp_path):
 
     out = tmp_path / "graded"
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "labs", "export", str(out), "--no-answers"],
+        [sys.executable, "-m", "workbook.cli", "labs", "export", str(out), "--no-answers"],
         capture_output=True,
         text=True,
     )
@@ -439,7 +440,7 @@ def test_labs_export_without_answers_keeps_stubs_hints_and_points(tmp_path):
         text = "\n".join(c.source for c in graded.cells)
         assert "<summary>Show the answer</summary>" not in text
         assert ("<summary>Show a hint</summary>" in text) and ("when graded" in text)
-    assert labs.build(REPO / "solutions", out, write=False, answers=False) == []
+    assert labs.build(REPO / "solutions", out, suites.suite_for, write=False, answers=False) == []
 
 
 class _TinyNet(torch.nn.Module):
@@ -452,7 +453,7 @@ class _TinyNet(torch.nn.Module):
 
 
 def test_speedrun_measures_a_net_and_prints_the_line_the_grader_reads(capsys, mnist_root):
-    from shared.grading import grade
+    from workbook.grading import grade
 
     result = checks.speedrun(_TinyNet, {"batch_size": 64, "learning_rate": 0.01}, subset=1200)
     out = capsys.readouterr().out

@@ -11,7 +11,7 @@ import pytest
 
 def workbook(*args, **kw):
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True, **kw
+        [sys.executable, "-m", "workbook.cli", *args], capture_output=True, text=True, **kw
     )
 
 
@@ -21,7 +21,7 @@ COMMANDS = ["bench", "config", "data", "demo", "grade", "labs", "nb", "run", "si
 def test_every_command_has_its_own_help_and_handler(capsys):
     """Each command parses on its own (its --help exits 0 with its own usage line), and the
     top-level help lists exactly these (a command added without a test shows up here)."""
-    from shared import cli
+    from workbook import cli
 
     parser = cli.build_parser()
     (sub,) = [a for a in parser._actions if a.dest == "command"]
@@ -57,7 +57,8 @@ def test_resume_without_checkpoint_is_bad_usage(tmp_path):
 def test_train_turns_the_package_errors_into_one_line_and_keeps_other_tracebacks(
     monkeypatch, capsys
 ):
-    from shared import cli, train
+    from shared import train
+    from workbook import cli
 
     def no_gpu(*args, **kwargs):
         raise train.DeviceError("training.device: 'cuda' requested but no CUDA GPU is available")

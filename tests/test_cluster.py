@@ -35,7 +35,7 @@ STABLE_METRICS = ("completed", "config_hash", "epochs_completed", "model", "para
 
 
 def _missing_services() -> list[str]:
-    from shared import cluster
+    from workbook import cluster
 
     missing = [] if shutil.which("redis-server") else ["redis-server"]
     try:
@@ -50,7 +50,7 @@ def cluster():
     """A cluster in a fresh temporary state folder, on free ports, writing into a project
     sandbox, running only what the tests trigger (no daily runs in between). Stopped at the
     end, and checked that none of its processes is left."""
-    from shared import cluster as cl
+    from workbook import cluster as cl
 
     missing = _missing_services()
     if missing and _can_install_debian_packages():
@@ -126,7 +126,7 @@ def wait_for_running(api, dag_id: str, run_id: str, task_id=None, timeout: float
 
 
 def test_both_dags_run_on_both_workers_as_the_embedded_run_does(cluster, embedded_pipeline):
-    from shared.cluster import listening_sockets
+    from workbook.cluster import listening_sockets
 
     cluster.start()
     api = cluster.api()
@@ -193,7 +193,7 @@ def test_a_worker_killed_mid_task_loses_the_task_to_the_other_worker(cluster):
     """SIGKILL (no warm shutdown) of the worker running a notebook: its heartbeat stops, the
     scheduler fails that try after the heartbeat timeout, and the retry (retries=1) runs on
     the worker that is alive. The run succeeds."""
-    from shared.cluster import alive
+    from workbook.cluster import alive
 
     cluster.start()
     api = cluster.api()
@@ -227,7 +227,7 @@ def test_without_postgres_the_api_says_so_and_the_cluster_recovers(cluster):
 
 
 def test_stop_leaves_no_process_and_a_second_start_reuses_the_database(cluster):
-    from shared.cluster import alive
+    from workbook.cluster import alive
 
     cluster.start()
     api = cluster.api()

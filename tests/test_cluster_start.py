@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared import cluster as cl
+from workbook import cluster as cl
 
 
 class _Parts(cl.Cluster):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import main
 from shared.config import Config, ConfigError, load_config
+from workbook.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_FILES = sorted(REPO.glob("configs/**/*.yaml"))

@@ -21,7 +21,7 @@ import nbformat
 import pytest
 
 from shared import checks
-from shared.grading import grade, gradebook, guard, suites
+from workbook.grading import grade, gradebook, guard, suites
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = {lab.id: REPO / "solutions" / lab.notebook for lab in suites.LABS.values()}
@@ -29,7 +29,7 @@ SOLUTIONS = {lab.id: REPO / "solutions" / lab.notebook for lab in suites.LABS.va
 
 def workbook(*args, **kw):
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True, **kw
+        [sys.executable, "-m", "workbook.cli", *args], capture_output=True, text=True, **kw
     )
 
 
@@ -187,6 +187,7 @@ def test_guard_is_active_in_a_python_process_started_with_the_sandbox_env(tmp_pa
     box, outside = tmp_path / "box", tmp_path / "outside.txt"
     (box / "guard").mkdir(parents=True)
     (box / "guard" / "sitecustomize.py").write_text(guard.SITECUSTOMIZE)
+    shutil.copyfile(guard.__file__, box / "guard" / f"{guard.GUARD_MODULE}.py")
     outside.write_text("precious")
     code = (
         "import os, shutil, pathlib, sys\n"
@@ -217,14 +218,16 @@ def test_the_kernel_inherits_only_allowed_variables(tmp_path, monkeypatch):
 
 def test_the_kernels_package_copy_has_no_hidden_suite(tmp_path, sandbox):
     box = grade.make_sandbox(tmp_path / "box")
-    copy = box["root"] / "pkg" / "shared"
-    assert (copy / "checks.py").is_file() and (copy / "grading" / "guard.py").is_file()
-    assert not (copy / "grading" / "suites.py").exists()
-    assert not list(copy.rglob("suites.py")), "no copy of the hidden suite anywhere"
+    pkg = box["root"] / "pkg"
+    assert [p.name for p in pkg.iterdir()] == ["shared"], "the learners' library only"
+    assert (pkg / "shared" / "checks.py").is_file()
+    assert not list(pkg.rglob("suites.py")), "no copy of the hidden suite anywhere"
+    assert not list(pkg.rglob("grade.py")) and not list(pkg.rglob("cluster.py"))
+    assert (box["root"] / "guard" / f"{guard.GUARD_MODULE}.py").is_file()
 
 
 def test_bubblewrap_hides_the_checkout_and_home_but_keeps_python(tmp_path):
-    from shared.grading import sandbox as os_sandbox
+    from workbook.grading import sandbox as os_sandbox
 
     command = os_sandbox.bwrap_command(tmp_path, tmp_path / "cwd")
     pairs = list(zip(command, command[1:], strict=False))
@@ -241,7 +244,7 @@ def test_bubblewrap_hides_the_checkout_and_home_but_keeps_python(tmp_path):
 def test_binding_python_back_never_uncovers_a_hidden_folder(tmp_path):
     """The environment is bound back where a hidden folder covered it; a hidden folder inside
     it is then hidden again, after that bind."""
-    from shared.grading import sandbox as os_sandbox
+    from workbook.grading import sandbox as os_sandbox
 
     venv = Path(sys.prefix).resolve()
     inner = venv / "lib"
@@ -255,7 +258,7 @@ def test_binding_python_back_never_uncovers_a_hidden_folder(tmp_path):
 
 
 def test_sandbox_modes(monkeypatch):
-    from shared.grading import sandbox as os_sandbox
+    from workbook.grading import sandbox as os_sandbox
 
     monkeypatch.setattr(os_sandbox, "bwrap_problem", lambda: "bubblewrap (bwrap) is not installed")
     assert os_sandbox.choose("auto") == "none"
@@ -272,13 +275,13 @@ def test_without_a_cgroup_the_launcher_caps_memory_by_rlimit():
     256 MB limit into a MemoryError (the grader reports it as the memory limit)."""
     code = "bytearray(1 << 30)"
     done = subprocess.run(
-        [sys.executable, "-I", "-m", "shared.grading.sandbox", "--memory-mb", "256",
+        [sys.executable, "-I", "-m", "workbook.grading.sandbox", "--memory-mb", "256",
          "--", sys.executable, "-c", code],
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 1 and "MemoryError" in done.stderr
     fine = subprocess.run(
-        [sys.executable, "-I", "-m", "shared.grading.sandbox", "--memory-mb", "2048",
+        [sys.executable, "-I", "-m", "workbook.grading.sandbox", "--memory-mb", "2048",
          "--", sys.executable, "-c", code],
         capture_output=True, text=True,
     )  # fmt: skip
@@ -688,6 +691,9 @@ def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, mo
 
     threading.Thread(target=serve, daemon=True).start()
     marker = "31337.5"  # sleep's argument: how the leftover process is found afterwards
+    # Host files the kernel must not read; each must exist here, or "cannot read" proves nothing.
+    probes = [REPO / "workbook" / "grading" / "suites.py", SOLUTIONS["0"]]
+    assert all(p.is_file() for p in probes), probes
     hostile = (
         "import ctypes, os, socket, subprocess\n"
         "from pathlib import Path\n"
@@ -695,10 +701,10 @@ def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, mo
         f"subprocess.run(['rm', '-f', {str(targets['subprocess'])!r}])\n"
         f"print('unlink:', ctypes.CDLL(None).unlink({str(targets['ctypes']).encode()!r}))\n"
         "print('secret:', os.environ.get('WORKBOOK_TEST_SECRET'))\n"
-        f"for path in [{str(REPO / 'shared' / 'suites.py')!r}, {str(SOLUTIONS['0'])!r}]:\n"
+        f"for path in {[str(p) for p in probes]!r}:\n"
         "    try:\n        print('read', len(Path(path).read_text()))\n"
         "    except OSError as exc:\n        print('cannot read:', type(exc).__name__)\n"
-        "try:\n    import shared.grading.suites\n    print('imported the hidden suite')\n"
+        "try:\n    import workbook.grading.suites\n    print('imported the hidden suite')\n"
         "except ImportError:\n    print('no hidden suite')\n"
         "try:\n"
         f"    socket.create_connection(('127.0.0.1', {server.getsockname()[1]}), timeout=3).sendall(b'leak')\n"

@@ -14,7 +14,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from shared import experiments, labs, notebooks
+from shared import airflow_local, experiments
+from workbook import labs
+from workbook.grading import suites
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = labs.solution_files(REPO / "solutions")
@@ -36,7 +38,7 @@ def test_course_notebooks_exist_in_order():
 
 
 def test_labs_are_generated_from_solutions_without_drift():
-    assert labs.build(REPO / "solutions", REPO / "labs", write=False) == []
+    assert labs.build(REPO / "solutions", REPO / "labs", suites.suite_for, write=False) == []
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -56,9 +58,9 @@ def test_labs_leak_no_solution(name):
     for cell in code_cells(solution):
         inside = False
         for line in cell.source.splitlines():
-            if notebooks.BEGIN.match(line):
+            if labs.BEGIN.match(line):
                 inside = True
-            elif notebooks.END.match(line):
+            elif labs.END.match(line):
                 inside = False
             else:
                 (inside_lines if inside else outside_lines).add(line.strip())
@@ -87,12 +89,12 @@ def test_labs_check_reports_a_hand_edited_lab(tmp_path):
     sol, lab = tmp_path / "solutions", tmp_path / "labs"
     sol.mkdir()
     (sol / "00_x.ipynb").write_text((REPO / "solutions" / NAMES[0]).read_text())
-    assert labs.build(sol, lab) == []
-    assert labs.build(sol, lab, write=False) == []
+    assert labs.build(sol, lab, suites.suite_for) == []
+    assert labs.build(sol, lab, suites.suite_for, write=False) == []
     edited = lab / "00_x.ipynb"
     edited.write_text(edited.read_text().replace("YOUR CODE HERE", "my answer"))
     (lab / "99_orphan.ipynb").write_text("{}")
-    problems = [str(p) for p in labs.build(sol, lab, write=False)]
+    problems = [str(p) for p in labs.build(sol, lab, suites.suite_for, write=False)]
     assert any("00_x.ipynb: differs from what its solution generates" in p for p in problems)
     assert any("99_orphan.ipynb: has no solution notebook" in p for p in problems)
 
@@ -104,11 +106,23 @@ def test_promoted_dag_matches_the_lab_1_1_solution():
         for c in code_cells(REPO / "solutions" / NAMES[1])
         if c.source.startswith("%%writefile {draft}")
     ]
-    published = notebooks.published_source(cell.source.split("\n", 1)[1])
+    published = labs.published_source(cell.source.split("\n", 1)[1])
     assert "###" not in published.replace("### Lab 1.1", "")
-    assert published.rstrip("\n") == (REPO / "dags" / "lab1_1_first_dag.py").read_text().rstrip(
-        "\n"
-    )
+    # promote (a learner's tool, in shared) drops the marker lines without the labs' parser
+    assert airflow_local.without_authoring_lines(cell.source.split("\n", 1)[1]) == published
+    promoted = (REPO / "dags" / "lab1_1_first_dag.py").read_text()
+    header, body = promoted.split("\n", 2)[:2], promoted.split("\n", 2)[2]
+    # the file says where it comes from, so an edit of it is not lost without a word
+    assert header[0].startswith("# Promoted from runs/lab1_1/lab1_1_first_dag.py by ")
+    assert "edit what writes that draft" in header[0] and "an edit here is replaced" in header[1]
+    assert published.rstrip("\n") == body.rstrip("\n")
+
+
+def test_every_generated_lab_names_its_source():
+    for name in NAMES:
+        lab = nbformat.read(REPO / "labs" / name, as_version=4)
+        assert lab.metadata["workbook"]["generated_from"] == f"solutions/{name}"
+        assert "workbook labs build" in lab.metadata["workbook"]["generated_by"]
 
 
 def test_lab_1_3_sweep_refuses_an_unsaved_or_stubbed_notebook():

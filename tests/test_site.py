@@ -15,8 +15,9 @@ import nbformat
 import pytest
 from conftest import REPO, DevTools, make_sandbox
 
-from shared import experiments, labs, notebooks, site
+from shared import experiments
 from shared.provision import sha256_file
+from workbook import labs, site
 
 NAMES = [p.name for p in labs.solution_files(REPO / "solutions")]
 ARTIFACTS = REPO / "artifacts" / "screenshots"
@@ -35,7 +36,7 @@ def solution_lines(name: str) -> tuple[set[str], set[str]]:
     for sol, lab in zip(code(REPO / "solutions" / name), code(REPO / "labs" / name), strict=True):
         if not labs.parse_regions(sol.source)[1]:
             continue  # no exercise here: the lab has the same code (formatter pragmas aside)
-        new = {line.strip() for line in notebooks.published_source(sol.source).splitlines()}
+        new = {line.strip() for line in labs.published_source(sol.source).splitlines()}
         new -= {line.strip() for line in lab.source.splitlines()}
         lines |= {line for line in new if len(line) > 15}
     return lines, {line for line in lines if json.dumps(line)[1:-1] not in lab_text}

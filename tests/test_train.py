@@ -148,7 +148,7 @@ def test_torchrun_two_processes_rank0_writes(tmp_path):
     """The same entry point under torchrun: DDP on CPU (gloo), two ranks, rank 0 writes."""
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     cmd = [
-        torchrun, "--standalone", "--nproc-per-node=2", "-m", "shared.cli", "train",
+        torchrun, "--standalone", "--nproc-per-node=2", "-m", "workbook.cli", "train",
         "--config", "configs/smoke.yaml", "--set", f"output.root={tmp_path}",
         "--set", "data.subset=400", "--no-progress",
     ]  # fmt: skip

@@ -1,7 +1,7 @@
 """The gradebook: what grading found, per check and per submission, and the tables an
 instructor reads (text report, CSV, markdown summary, JSON).
 
-``shared.grading.grade`` fills these in; nothing here runs code.
+``workbook.grading.grade`` fills these in; nothing here runs code.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Report:
     output_truncated: bool = False
     seconds: float = 0.0
     name: str = ""  # how a batch names it: its path relative to the folder all share
-    sandbox: str = ""  # which sandbox ran it (shared.grading.sandbox.describe)
+    sandbox: str = ""  # which sandbox ran it (workbook.grading.sandbox.describe)
     limits: str = ""  # the limits it ran under
     # figures the measuring checks printed, by check id (Lab 1.2: {"speedrun": {...}})
     measurements: dict[str, Any] = field(default_factory=dict)

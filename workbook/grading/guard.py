@@ -9,7 +9,7 @@ it is active before the first cell and in every Python subprocess the notebook s
 
 It guards Python code, not a determined attacker: a shell command (``!rm ...``) or native
 code bypasses it. That is the outer layer's job: bubblewrap's read-only filesystem
-(``shared.grading.sandbox``), where the machine has it; this guard stays on inside it for its clear
+(``workbook.grading.sandbox``), where the machine has it; this guard stays on inside it for its clear
 messages.
 """
 
@@ -108,9 +108,14 @@ def install_from_env() -> None:
         install(roots)
 
 
-SITECUSTOMIZE = """\
-# Written by `workbook grade`: guard file writes in this sandbox (see shared/grading/guard.py).
-from shared.grading import guard
+#: The name this module has in a graded kernel: grading copies it beside the sitecustomize
+#: (the kernel gets ``shared`` only, never ``workbook``). It imports nothing of the project.
+GUARD_MODULE = "workbook_grade_guard"
 
-guard.install_from_env()
+SITECUSTOMIZE = f"""\
+# Written by `workbook grade`: guard file writes in this sandbox (workbook/grading/guard.py,
+# copied here as {GUARD_MODULE}.py).
+import {GUARD_MODULE}
+
+{GUARD_MODULE}.install_from_env()
 """

@@ -68,7 +68,8 @@ def executed_dir():
 
 
 def step_notebooks() -> str:
-    from shared import experiments, labs
+    from shared import experiments
+    from workbook import labs
 
     out_dir = executed_dir()
     done = []

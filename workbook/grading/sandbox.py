@@ -6,13 +6,13 @@ folder and a private /tmp; the instructor's home, the checkout (solutions, hidde
 dags) and the grader's own folders are replaced by empty folders, with only the Python
 environment bound back in; new network, PID, IPC and UTS namespaces (no network at all,
 and every process the kernel starts dies with it); ``--die-with-parent``; ``--new-session``
-(no terminal injection). The inner layer is the audit-hook write guard (``shared.grading.guard``),
+(no terminal injection). The inner layer is the audit-hook write guard (``workbook.grading.guard``),
 always on, which turns a write outside the sandbox into a clear PermissionError.
 
 Where bubblewrap is missing or cannot create namespaces (macOS, a container without user
 namespaces), grading runs with the inner layer alone and says so ("python-guard only").
 
-Limits apply in both cases, set by a small launcher (``python -m shared.grading.sandbox``) that runs
+Limits apply in both cases, set by a small launcher (``python -m workbook.grading.sandbox``) that runs
 between the grader and the kernel: memory and processes through a cgroup where this
 process may create one (cgroup v1 or v2), else memory through RLIMIT_DATA and processes
 not at all (RLIMIT_NPROC counts all of a user's processes, and Linux ignores it for root).
@@ -112,7 +112,9 @@ def hidden_paths(extra: Sequence[Path] = ()) -> list[Path]:
     and the results)."""
     import tempfile
 
-    package_root = Path(__file__).resolve().parents[2]  # the checkout: shared/grading/ is two below
+    package_root = (
+        Path(__file__).resolve().parents[2]
+    )  # the checkout: workbook/grading/ is two below
     candidates = [package_root, paths.project_root(), Path.home(), Path(tempfile.gettempdir())]
     candidates += [Path(p) for p in SOCKET_PLACES] + [Path(p) for p in extra]
     out: list[Path] = []
@@ -274,7 +276,7 @@ def launcher_command(limits: Limits, cgroup: Cgroup | None) -> list[str]:
     # -I: the launcher is the grader's code, run outside the sandbox with the kernel's
     # environment; isolated mode keeps that environment's PYTHONPATH (the guard, the package
     # copy) out of it.
-    command = [sys.executable, "-I", "-m", "shared.grading.sandbox"]
+    command = [sys.executable, "-I", "-m", "workbook.grading.sandbox"]
     command += ["--memory-mb", str(limits.memory_mb)]
     for procs in cgroup.procs_files() if cgroup else []:
         command += ["--cgroup-procs", procs]
@@ -285,7 +287,7 @@ def _launch(argv: list[str]) -> None:
     """Join the cgroup (or set rlimits), then become the given command."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m shared.grading.sandbox")
+    parser = argparse.ArgumentParser(prog="python -m workbook.grading.sandbox")
     parser.add_argument("--memory-mb", type=int, required=True)
     parser.add_argument("--cgroup-procs", action="append", default=[])
     parser.add_argument("command", nargs=argparse.REMAINDER)

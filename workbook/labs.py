@@ -43,21 +43,33 @@ import copy
 import hashlib
 import html
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
-from shared import notebooks
+from shared.experiments import UNWRITTEN
 from shared.io import atomic_write_text
-from shared.notebooks import BEGIN, END, HINT, LAB_SHOWS, NO_ANSWER
+from workbook import notebooks
+
+#: The solution markers: the code between BEGIN and END SOLUTION is what a learner writes
+#: (``parse_regions`` turns it into a stub); HINT lines and the LAB SHOWS / STARTS WITH blocks
+#: are what the lab shows instead; NO ANSWER keeps a region out of "Show the answer".
+#: ``shared.airflow_local.promote`` drops every ``###`` line from a DAG it publishes.
+BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?:\s*\((?P<hint>.*)\))?\s*$")
+END = re.compile(r"^[ \t]*### END SOLUTION\s*$")
+HINT = re.compile(r"^[ \t]*### HINT\s?(?P<text>.*)$")
+LAB_SHOWS = re.compile(r"^[ \t]*### LAB (?P<kind>SHOWS|STARTS WITH)\s*$")
+NO_ANSWER = re.compile(r"^[ \t]*### NO ANSWER\s*$")
 
 DEFAULT_HINT = "write this part"
-UNWRITTEN = "not written yet"
 #: Trailing comments meant for tools, not learners: stripped from the generated labs.
 TOOL_COMMENT = re.compile(r"\s+# (?:noqa\b.*|fmt: (?:skip|off|on)|NBVAL_\w+.*)$")
 NBVAL_TAGS = {"nbval-check-output", "nbval-ignore-output", "nbval-skip", "nbval-raises-exception"}
 ANSWER_TAG = "workbook-exercise"
+#: The notebook metadata key of a generated lab that names its source.
+GENERATED_KEY = "workbook"
 
 
 class MarkerError(ValueError):
@@ -83,19 +95,39 @@ def _uncomment(line: str, indent: str) -> str:
 
 def parse_regions(source: str, where: str = "") -> tuple[str, list[Region]]:
     """The lab version of ``source`` (stubs, broken code, tool comments gone) and its regions."""
+    lab, _, regions = _parse(source, where)
+    return lab, regions
+
+
+def published_source(source: str) -> str:
+    """``source`` as the solution runs it, without the authoring lines: marker and hint
+    lines go, and so do the commented-out lines a lab shows instead (``### LAB SHOWS``).
+    What the instructors' site shows as a solution."""
+    return _parse(source, "", strict=False)[1]
+
+
+def _parse(source: str, where: str, strict: bool = True) -> tuple[str, str, list[Region]]:
+    """The one reader of the marker grammar: (the lab's source, the solution's source
+    without authoring lines, the regions). ``strict``: unbalanced markers raise."""
     out: list[str] = []
+    published: list[str] = []
     regions: list[Region] = []
     inside, showing, indent = False, False, ""
     region = Region("", [], [], None)
     for lineno, line in enumerate(source.splitlines(), 1):
         begin, end = BEGIN.match(line), END.match(line)
+        marker = begin or end or HINT.match(line) or NO_ANSWER.match(line) or LAB_SHOWS.match(line)
+        if not marker and not (inside and showing):
+            published.append(line)
         if begin:
-            if inside:
+            if inside and strict:
                 raise MarkerError(f"{where} line {lineno}: BEGIN SOLUTION inside another region")
             inside, showing, indent = True, False, begin["indent"]
             region = Region((begin["hint"] or DEFAULT_HINT).strip(), [], [], None)
         elif end:
             if not inside:
+                if not strict:
+                    continue
                 raise MarkerError(f"{where} line {lineno}: END SOLUTION without BEGIN")
             inside = False
             if region.broken is not None:
@@ -122,9 +154,9 @@ def parse_regions(source: str, where: str = "") -> tuple[str, list[Region]]:
             region.answer.append(TOOL_COMMENT.sub("", line))
         else:
             out.append(TOOL_COMMENT.sub("", line))
-    if inside:
+    if inside and strict:
         raise MarkerError(f"{where}: BEGIN SOLUTION without END")
-    return "\n".join(out), regions
+    return "\n".join(out), "\n".join(published) + ("\n" if source.endswith("\n") else ""), regions
 
 
 def stub_source(source: str, where: str = "") -> tuple[str, int]:
@@ -261,7 +293,15 @@ def build_lab(
         if extra is not None:
             cells.insert(pos, extra)
     lab.cells = cells
-    return notebooks.clean(lab)
+    lab = notebooks.clean(lab)
+    # Said in the notebook's metadata (JupyterLab: Property Inspector > Notebook metadata),
+    # not in a cell: a learner works in this file; its author edits the solution.
+    lab.metadata[GENERATED_KEY] = {
+        "generated_from": f"solutions/{name}",
+        "generated_by": "workbook labs build",
+        "edit": f"solutions/{name}: this notebook is regenerated from it, and an edit here is lost",
+    }
+    return lab
 
 
 @dataclass
@@ -277,17 +317,17 @@ def solution_files(solutions_dir: Path) -> list[Path]:
     return sorted(solutions_dir.glob("[0-9][0-9]_*.ipynb"))
 
 
-def suite_for(notebook_name: str):
-    """The grading checks of the lab whose notebook file is ``notebook_name`` (or ())."""
-    from shared.grading.suites import LABS
-
-    return next((lab.checks for lab in LABS.values() if lab.notebook == notebook_name), ())
-
-
 def build(
-    solutions_dir: Path, labs_dir: Path, write: bool = True, answers: bool = True
+    solutions_dir: Path,
+    labs_dir: Path,
+    suite_for: Callable[[str], Sequence],
+    write: bool = True,
+    answers: bool = True,
 ) -> list[Problem]:
     """Generate every lab; with ``write=False`` only compare (what ``check`` does).
+    ``suite_for(notebook file name)``: that lab's grading checks, for the points lines
+    (``workbook.grading.suites.suite_for``; the caller passes it, so that the generator does
+    not import the grader).
     ``answers=False`` leaves out the "Show the answer" blocks (``workbook labs export``)."""
 
     problems: list[Problem] = []

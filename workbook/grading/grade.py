@@ -7,7 +7,7 @@ One submission:
 2. copy it into a fresh temporary project (configs and MNIST copied, never linked, so a
    submission cannot reach the checkout through them), with a copy of the ``shared``
    package that lacks the hidden suite, and start its kernel inside the OS sandbox with
-   its limits (``shared.grading.sandbox``: bubblewrap where available, the write guard always);
+   its limits (``workbook.grading.sandbox``: bubblewrap where available, the write guard always);
 3. inject the lab's grading parameters (papermill) and run the cells in order (nbclient).
    A failing self-check or an unwritten stub does not stop the run, so every exercise is
    graded on its own; any other error stops it, and checks whose variables were never
@@ -32,14 +32,15 @@ from typing import Any
 
 import nbformat
 
+import shared
 from shared import paths
-from shared.grading import sandbox
-from shared.grading.gradebook import FAIL, NOT_RUN, PASS, CheckResult, ExecutionError, Report
-from shared.grading.guard import ROOTS_ENV, SITECUSTOMIZE
-from shared.grading.sandbox import Limits
-from shared.grading.suites import LABS, Lab
+from shared.experiments import KERNEL_NAME
 from shared.io import atomic_write_text, tqdm_disable
-from shared.notebooks import KERNEL_NAME
+from workbook.grading import guard, sandbox
+from workbook.grading.gradebook import FAIL, NOT_RUN, PASS, CheckResult, ExecutionError, Report
+from workbook.grading.guard import GUARD_MODULE, ROOTS_ENV, SITECUSTOMIZE
+from workbook.grading.sandbox import Limits
+from workbook.grading.suites import LABS, Lab
 
 #: Errors that mark an exercise as wrong or unwritten, not the notebook as broken: execution
 #: goes on, so later exercises are still graded.
@@ -50,8 +51,6 @@ OUTPUT_CAP = 2_000_000
 INTERRUPT_GRACE = 10
 DEFAULT_TIMEOUT = 300
 CHECK_TAG = "workbook-grade-check"
-#: Modules of the package the kernel gets only after the submission's cells have run.
-HIDDEN_MODULES = ("grading.suites",)
 MEMORY_EXCEEDED = "memory limit exceeded"
 
 
@@ -141,15 +140,16 @@ def make_sandbox(root: Path, source: Path | None = None) -> dict[str, Path]:
         (project / d).mkdir()
     for d in ("home", "tmp", "guard", "ipc", "kernels"):
         (root / d).mkdir()
+    # The guard runs inside the kernel, which has no ``workbook``: its module is copied beside
+    # the sitecustomize that installs it.
+    shutil.copyfile(Path(guard.__file__), root / "guard" / f"{GUARD_MODULE}.py")
     (root / "guard" / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    package = Path(__file__).resolve().parent.parent  # shared/
-    hidden = {package / f"{name.replace('.', '/')}.py" for name in HIDDEN_MODULES}
+    # The learners' library, and nothing of the instructors' toolkit (``workbook``: the
+    # grader, its hidden suites, the site builder): a notebook imports ``shared`` only.
     shutil.copytree(
-        package,
+        Path(shared.__file__).resolve().parent,
         root / "pkg" / "shared",
-        ignore=lambda folder, names: [
-            n for n in names if Path(folder, n) in hidden or n == "__pycache__"
-        ],
+        ignore=shutil.ignore_patterns("__pycache__"),
     )
     return {"root": root, "project": project, "cwd": project / "labs"}
 
@@ -279,6 +279,8 @@ def _last_line(content: dict[str, Any]) -> str:
     return f"{content.get('ename', 'Error')}: {value}"[:300].rstrip(": ")
 
 
+#: The hidden suite's module name inside a graded kernel.
+SUITE_MODULE = "workbook_grading_suites"
 LOADER_SAVED_AS = "# workbook grade loaded the hidden checks here (their code is not saved)"
 
 
@@ -287,10 +289,13 @@ def _loader_cell() -> nbformat.NotebookNode:
     fresh modules built from the grader's copies of the sources (the kernel's own package
     copy lacks the hidden suite), so neither a check the notebook reassigned
     (``checks.train_loop = lambda f: None``) nor a module it planted in sys.modules is used."""
-    package = Path(__file__).resolve().parent.parent  # shared/
+    from shared import checks
+    from workbook.grading import suites
+
+    # The suite is loaded under a name of its own: the kernel has no ``workbook`` package.
     sources = {
-        f"shared.{n}": (package / f"{n.replace('.', '/')}.py").read_text()
-        for n in ("checks", "grading.suites")
+        "shared.checks": Path(checks.__file__).read_text(),
+        SUITE_MODULE: Path(suites.__file__).read_text(),
     }
     source = (
         "def __workbook_load(sources):\n"
@@ -300,7 +305,8 @@ def _loader_cell() -> nbformat.NotebookNode:
         "        module.__file__ = f'<workbook grade: {name}>'\n"
         "        sys.modules[name] = module\n"
         "        parent, _, leaf = name.rpartition('.')\n"
-        "        setattr(importlib.import_module(parent), leaf, module)\n"
+        "        if parent:\n"
+        "            setattr(importlib.import_module(parent), leaf, module)\n"
         "        exec(compile(text, module.__file__, 'exec'), module.__dict__)\n"
         "    return module\n"
         f"__workbook_suites = __workbook_load({sources!r})\n"
@@ -592,7 +598,7 @@ def grade(
     ``measure``: also run the measuring checks (Lab 1.2's speedrun: about 10 s of training
     on the full data); without it they are left out of the report.
     """
-    from shared.notebooks import dumps
+    from workbook.notebooks import dumps
 
     start = time.monotonic()
     path = Path(notebook)

@@ -444,3 +444,8 @@ def run_in_kernel(namespace: Namespace, lab_id: str, check_id: str) -> None:
             f"{type(exc).__name__}: {str(exc).strip()[:300]}, raised while checking that "
             f"{check.what}; try your code on such an input in the notebook to see where"
         ) from exc
+
+
+def suite_for(notebook_name: str) -> tuple[Check, ...]:
+    """The grading checks of the lab whose notebook file is ``notebook_name`` (or ())."""
+    return next((tuple(lab.checks) for lab in LABS.values() if lab.notebook == notebook_name), ())

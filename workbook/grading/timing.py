@@ -20,8 +20,8 @@ def grading_times(
     import time
     from pathlib import Path
 
-    from shared.grading import grade, sandbox
-    from shared.grading.suites import LABS
+    from workbook.grading import grade, sandbox
+    from workbook.grading.suites import LABS
 
     lab = LABS["1.2"]
     sources = [paths.project_root() / d / lab.notebook for d in ("solutions", "labs")]

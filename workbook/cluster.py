@@ -2,7 +2,7 @@
 (CeleryExecutor, Redis broker, PostgreSQL metadata database, api-server, scheduler,
 dag-processor, triggerer, Celery workers), run natively from Debian's and PyPI's packages.
 
-``make airflow-cluster`` / ``python -m shared.cluster start`` starts, on 127.0.0.1 only:
+``make airflow-cluster`` / ``python -m workbook.cluster start`` starts, on 127.0.0.1 only:
 
 ==============  ===========================================================================
 postgresql      a private server (its own data folder and port, not the system cluster):
@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import io, paths
-from shared.airflow_api import Api
+from workbook.airflow_api import Api
 
 #: The worker's name, set in each Celery worker's environment and read by worker_hostname.
 WORKER_NAME_ENV = "WORKBOOK_WORKER_NAME"
@@ -237,7 +237,7 @@ class Cluster:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CORE__FERNET_KEY": s["fernet_key"],
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "shared.cluster.worker_hostname",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "workbook.cluster.worker_hostname",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
@@ -769,7 +769,7 @@ def _address(hex_addr: str, width: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m shared.cluster",
+        prog="python -m workbook.cluster",
         description="A distributed Airflow on loopback: PostgreSQL, Redis, CeleryExecutor, "
         "api-server, scheduler, dag-processor, triggerer and Celery workers.",
     )

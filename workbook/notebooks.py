@@ -7,47 +7,19 @@ widget state, per-cell timings, papermill's run records, kernel paths and versio
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import nbformat
 
+from shared.experiments import KERNEL_NAME
 from shared.io import atomic_write_text
 from shared.paths import project_root
 
-KERNEL_NAME = "mlops-workbook"
 KERNELSPEC = {
     "name": KERNEL_NAME,
     "display_name": "Python 3 (MLOps workbook)",
     "language": "python",
 }
-
-#: The solution markers: the code between BEGIN and END SOLUTION is what a learner writes
-#: (``shared.labs`` turns it into a stub); HINT lines and the LAB SHOWS / STARTS WITH blocks
-#: are what the lab shows instead; NO ANSWER keeps a region out of "Show the answer".
-BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?:\s*\((?P<hint>.*)\))?\s*$")
-END = re.compile(r"^[ \t]*### END SOLUTION\s*$")
-HINT = re.compile(r"^[ \t]*### HINT\s?(?P<text>.*)$")
-LAB_SHOWS = re.compile(r"^[ \t]*### LAB (?P<kind>SHOWS|STARTS WITH)\s*$")
-NO_ANSWER = re.compile(r"^[ \t]*### NO ANSWER\s*$")
-
-
-def published_source(source: str) -> str:
-    """``source`` as the solution runs it, without the authoring lines: marker and hint
-    lines go, and so do the commented-out lines a lab shows instead (``### LAB SHOWS``).
-    What ``promote`` publishes from a solution's DAG cell."""
-    out, lab_only = [], False
-    for line in source.splitlines(keepends=True):
-        if BEGIN.match(line) or HINT.match(line) or NO_ANSWER.match(line):
-            continue
-        if LAB_SHOWS.match(line):
-            lab_only = True
-        elif END.match(line):
-            lab_only = False
-        elif not lab_only:
-            out.append(line)
-    return "".join(out)
-
 
 #: Cell metadata worth keeping: tags drive papermill ("parameters") and nbval.
 _KEEP_CELL_METADATA = {"tags", "editable", "deletable", "nbval-ignore-output"}
@@ -65,10 +37,12 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     Printed absolute paths of the checkout are made relative, so committed outputs say
     nothing about the machine they were run on.
     """
+    kept = {"workbook": nb.metadata["workbook"]} if "workbook" in nb.metadata else {}
     nb.metadata = nbformat.from_dict(
         {
             "kernelspec": dict(KERNELSPEC),
             "language_info": {"name": "python"},
+            **kept,  # a generated lab's note naming its source (workbook.labs)
         }
     )
     for cell in nb.cells:

@@ -139,16 +139,9 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
 
 def _load_configs(files: Sequence[str], overrides: Sequence[str]):
     """Load each config; print every error (file, key, expectation). None if any failed."""
-    from shared.config import ConfigError, load_config
+    from shared.config import check_files
 
-    loaded, failed = [], False
-    for f in files:
-        try:
-            loaded.append(load_config(f, overrides))
-        except ConfigError as exc:
-            print(f"config error: {exc}".replace("\n", "\nconfig error: "), file=sys.stderr)
-            failed = True
-    return None if failed else loaded
+    return check_files(files, overrides)
 
 
 def _config_check_options(p: argparse.ArgumentParser) -> None:
@@ -255,10 +248,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     final accuracy; the median seed; how many times sooner it is than the classic; and the
     MLP's epoch time via tensors vs a DataLoader.
     """
-    from shared import bench
+    from workbook import bench
 
     if args.grading:
-        from shared.grading import timing
+        from workbook.grading import timing
 
         for name, seconds in timing.grading_times().items():
             print(f"grading Lab 1.2, {name:35} {seconds:6.1f} s")
@@ -298,7 +291,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 @command("demo")
 def _cmd_demo(args: argparse.Namespace) -> int:
     """run the course end to end on the embedded defaults (what `make demo` runs)"""
-    from shared import demo
+    from workbook import demo
 
     return demo.main()
 
@@ -318,7 +311,7 @@ def _cmd_nb_clean(args: argparse.Namespace) -> int:
     Remove widget state, timings, papermill records and kernel paths from notebook metadata;
     outputs (which nbval checks) and cell tags stay.
     """
-    from shared import notebooks
+    from workbook import notebooks
 
     changed = [p for p in args.files if notebooks.clean_file(p, check=args.check)]
     for p in changed:
@@ -334,7 +327,8 @@ def _nb_execute_options(p: argparse.ArgumentParser) -> None:
 @command("nb execute", _nb_execute_options)
 def _cmd_nb_execute(args: argparse.Namespace) -> int:
     """re-run notebooks in place with their own parameters and clean their metadata (how the solutions' stored outputs, which nbval checks, are refreshed)"""
-    from shared import experiments, notebooks
+    from shared import experiments
+    from workbook import notebooks
 
     for f in args.files:
         path = Path(f).resolve()
@@ -354,10 +348,11 @@ def _labs_report(action: str, problems, done: str) -> int:
 
 
 def _labs_in_sync(write: bool) -> int:
-    from shared import labs
+    from workbook import labs
+    from workbook.grading.suites import suite_for
 
     root = paths.project_root()
-    problems = labs.build(root / "solutions", root / "labs", write=write)
+    problems = labs.build(root / "solutions", root / "labs", suite_for, write=write)
     n = len(labs.solution_files(root / "solutions"))
     verb = "generated" if write else "up to date with their solutions"
     return _labs_report(
@@ -387,12 +382,13 @@ def _labs_export_options(p: argparse.ArgumentParser) -> None:
 @command("labs export", _labs_export_options)
 def _cmd_labs_export(args: argparse.Namespace) -> int:
     """write the labs to another folder, e.g. without the answer blocks for a graded assignment (hints and points stay)"""
-    from shared import labs
+    from workbook import labs
+    from workbook.grading.suites import suite_for
 
     solutions = paths.project_root() / "solutions"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    problems = labs.build(solutions, out, answers=not args.no_answers)
+    problems = labs.build(solutions, out, suite_for, answers=not args.no_answers)
     kind = "without answers" if args.no_answers else "with answers"
     return _labs_report(
         "export", problems, f"{len(labs.solution_files(solutions))} labs {kind} in {out}"
@@ -410,7 +406,7 @@ def _site_options(p: argparse.ArgumentParser) -> None:
 @command("site build", _site_options)
 def _cmd_site_build(args: argparse.Namespace) -> int:
     """build site/: the pages, every notebook with the outputs of a current smoke run (reused from make demo, else executed), the DAGs, the experiments"""
-    from shared import site
+    from workbook import site
 
     out = Path(args.out) if args.out else site.output_dir(args.solutions)
     try:
@@ -418,6 +414,17 @@ def _cmd_site_build(args: argparse.Namespace) -> int:
     except site.SiteError as exc:
         return _fail("site build", exc)
     print(site.summary(result))
+    return EXIT_OK
+
+
+@command("site figures")
+def _cmd_site_figures(args: argparse.Namespace) -> int:
+    """redraw the committed figures of docs/images/ that the code draws (the lifecycle)"""
+    from shared.io import atomic_write_bytes
+    from workbook import site
+
+    atomic_write_bytes(site.LIFECYCLE_PNG, site.lifecycle_png())
+    print(paths.show(site.LIFECYCLE_PNG))
     return EXIT_OK
 
 
@@ -429,7 +436,7 @@ def _site_serve_options(p: argparse.ArgumentParser) -> None:
 @command("site serve", _site_serve_options)
 def _cmd_site_serve(args: argparse.Namespace) -> int:
     """serve the built site on 127.0.0.1 (prints the URL; Ctrl-C stops)"""
-    from shared import site
+    from workbook import site
 
     out = Path(args.out) if args.out else site.output_dir(args.solutions)
     try:
@@ -512,7 +519,7 @@ def _grade_inputs(names: Sequence[str]) -> list[Path]:
 
 
 def _grade_options(p: argparse.ArgumentParser) -> None:
-    from shared.grading.sandbox import DEFAULT_MEMORY_MB, DEFAULT_PROCESSES, MODES
+    from workbook.grading.sandbox import DEFAULT_MEMORY_MB, DEFAULT_PROCESSES, MODES
 
     p.add_argument(
         "notebooks",
@@ -576,8 +583,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     of the checkout, the hidden checks or your home, its processes gone with it) and always
     under a Python write guard, with the limits below.
     """
-    from shared.grading import sandbox
-    from shared.grading.suites import LABS
+    from workbook.grading import sandbox
+    from workbook.grading.suites import LABS
 
     if args.lab is not None and args.lab not in LABS:
         return _fail("grade", f"--lab {args.lab}: choose from {', '.join(LABS)}", EXIT_USAGE)
@@ -607,7 +614,7 @@ def _grade_one(args: argparse.Namespace, submission: Path, limits, kind: str) ->
     gradable (not a notebook of a known lab)."""
     import json
 
-    from shared.grading import grade
+    from workbook.grading import grade
 
     report = grade.grade_safely(
         submission, args.lab, args.timeout, args.executed, limits, kind,
@@ -628,7 +635,7 @@ def _grade_batch(args: argparse.Namespace, submissions: list[Path], limits, kind
 
     from tqdm.auto import tqdm
 
-    from shared.grading import grade, gradebook
+    from workbook.grading import grade, gradebook
 
     def line(report: gradebook.Report) -> None:
         if not args.json:
