@@ -15,7 +15,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup demo test test-fast lint format lab site site-serve airflow airflow-stop airflow-cluster airflow-cluster-stop screenshots bench lock check-platforms clean distclean
+.PHONY: help setup demo test test-fast lint format lab site site-serve airflow dags-test airflow-stop airflow-cluster airflow-cluster-stop screenshots bench lock check-platforms clean distclean
 
 help: ## list the targets
 	@echo "MLOps Foundations workbook"
@@ -69,6 +69,11 @@ site-serve: site ## build, then serve the site on http://127.0.0.1:8000 (PORT=..
 
 airflow: setup ## the Airflow UI on http://127.0.0.1:8080 (api-server, scheduler, dag-processor)
 	@scripts/airflow.sh start
+
+dags-test: setup ## run one DAG for one date on the project's Airflow: make dags-test DAG=lab1_1_first_dag DATE=2024-01-01
+	@test -n "$(DAG)" || { echo "usage: make dags-test DAG=<dag_id> [DATE=YYYY-MM-DD, default today]" >&2; exit 2; }
+	@$(BIN)/airflow db migrate > /dev/null
+	@$(BIN)/airflow dags test $(DAG) $(or $(DATE),$(shell date -u +%F))
 
 airflow-stop: ## stop exactly the Airflow processes `make airflow` started
 	@scripts/airflow.sh stop

@@ -53,9 +53,15 @@ def lab1_1_first_dag():
         """Write ten numbers for the day; seeded by the date, so a rerun writes the same."""
         import random
 
+        from airflow.sdk.exceptions import AirflowFailException
+
         from shared.io import atomic_write_json
         from shared.paths import data_root
 
+        if ds is None:  # a manual run without a logical date: no partition to write
+            raise AirflowFailException(
+                "lab1_1_first_dag partitions its data by the logical date: trigger it with one"
+            )
         rng = random.Random(ds)
         numbers = [rng.randint(0, 100) for _ in range(10)]
         path = data_root() / "lab1_1" / "raw" / ds / "numbers.json"

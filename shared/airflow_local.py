@@ -65,26 +65,65 @@ def load_dag_file(path: str | os.PathLike[str]):
 _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')
 
 
-def first_import_error(bag) -> str | None:
-    """The first import error in ``bag`` as a learner needs it, or None: the DAG file, the
-    line in it where the error happened, that line's code, and the error itself::
+#: The line of a traceback that names the exception: ``ModuleNotFoundError: No module ...``.
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Timeout|Interrupt|Exit)\b.*?:")
+
+
+def format_import_error(path: str | os.PathLike[str], text: str) -> str:
+    """An import error as a learner needs it: the DAG file, the line in it where the error
+    happened, that line's code, then the error itself (the exception's line and what
+    follows it), with the file's folder and the process id left out::
 
         broken_dag.py, line 4: from airflow.utils.dates import days_ago
-        ImportError: cannot import name 'days_ago' from 'airflow.utils.dates' (...)
+        ModuleNotFoundError: No module named 'airflow.utils.dates'
     """
+    name = Path(path).name
+    lines = text.strip().splitlines()
+    where = f"{name}: "
+    for i, line in enumerate(lines):
+        frame = _FRAME.match(line)
+        if frame and Path(frame["file"]).name == name:
+            code = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            where = f"{name}, line {frame['line']}: {code}\n"
+    starts = [i for i, line in enumerate(lines) if _EXCEPTION.match(line)]
+    error = "\n".join(lines[starts[-1] :] if starts else lines[-1:])
+    error = re.sub(r"(?:/[^\s/]+)+/" + re.escape(name), name, error)
+    return where + re.sub(r",? PID: \d+", "", error)
+
+
+def first_import_error(bag) -> str | None:
+    """The first import error in ``bag`` (``format_import_error``), or None."""
     if not bag.import_errors:
         return None
     path, text = next(iter(bag.import_errors.items()))
-    lines = text.strip().splitlines()
-    where = ""
-    for i, line in enumerate(lines):
-        frame = _FRAME.match(line)
-        if frame and Path(frame["file"]).name == Path(path).name:
-            code = lines[i + 1].strip() if i + 1 < len(lines) else ""
-            where = f"{Path(path).name}, line {frame['line']}: {code}\n"
-    if not where:
-        where = f"{Path(path).name}: "
-    return where + lines[-1]
+    return format_import_error(path, text)
+
+
+def parse_in_fresh_process(
+    path: str | os.PathLike[str], import_timeout: float | None = None
+) -> str | None:
+    """Parse one DAG file as the dag-processor does, in a fresh Python process where nothing
+    is imported yet, with ``[core] dagbag_import_timeout`` set to ``import_timeout`` seconds
+    when given (30 by default); the first import error (``format_import_error``), or None.
+    In a notebook kernel, a module such as torch stays imported after its first import,
+    so only a fresh process shows what a parse costs."""
+    import json
+
+    probe = (
+        "import json, sys; from airflow.dag_processing.dagbag import DagBag; "
+        "b = DagBag(dag_folder=sys.argv[1]); print(json.dumps(b.import_errors))"
+    )
+    env = dict(os.environ)
+    if import_timeout is not None:
+        env["AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT"] = str(import_timeout)
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(path)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"parsing {path} failed: {done.stderr.strip()[-500:]}")
+    errors = json.loads(done.stdout.strip().splitlines()[-1])
+    return format_import_error(path, next(iter(errors.values()))) if errors else None
 
 
 def parse_seconds(*dag_files: str | os.PathLike[str]) -> dict[str, float]:
@@ -230,12 +269,35 @@ def run_dag(
     }
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: A line of Airflow's own logging (a timestamp, then a level), or a traceback's frame.
+_LOG_NOISE = re.compile(r"^\d{4}-\d\d-\d\dT\S+ \[|^\s+|^Traceback \(most recent call last\):")
+
+
+def run_dag_logged(dag, ds: str, conf: dict[str, Any] | None = None):
+    """``run_dag`` with tries, and the task log it printed, as plain text (no colour codes):
+    ({task_id: (state, try)}, log)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        tries = run_dag(dag, ds, conf, tries=True)
+    return tries, _ANSI.sub("", out.getvalue())
+
+
+def log_lines_that_matter(log: str) -> list[str]:
+    """What a task printed and the exception that ended a try, without Airflow's own log
+    lines and the traceback's frames: the lines a learner reads first."""
+    return [line for line in log.splitlines() if line.strip() and not _LOG_NOISE.match(line)]
+
+
 #: The course's solution notebooks mark each exercise with comment lines such as
 #: ``### BEGIN SOLUTION (...)`` and ``### HINT ...`` (the grammar is ``workbook.labs``'s).
 #: They are notes for the course's authors, never part of a published DAG. (A DAG cell that
 #: is promoted has no ``### LAB SHOWS`` block: the learner writes it, nothing is shown broken.)
 AUTHORING_LINE = re.compile(
-    r"^[ \t]*### (?:BEGIN SOLUTION|END SOLUTION|HINT|LAB SHOWS|LAB STARTS WITH|NO ANSWER)\b"
+    r"^[ \t]*### (?:BEGIN SOLUTION|END SOLUTION|HINT|POINTER|LAB SHOWS|LAB STARTS WITH|ANSWER)\b"
 )
 
 

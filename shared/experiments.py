@@ -188,6 +188,33 @@ def record_run(
     return target
 
 
+#: Where a learner's own experiment files go (Lab 1.3): beside the course's, in a folder of
+#: their own that the repository ignores. The ``notebook_experiments`` DAG reads only the
+#: course's (``configs/experiments/*.yaml``).
+MINE = Path("configs") / "experiments" / "mine"
+
+
+def write_my_experiments(files: dict[str, str]) -> Path:
+    """Write a learner's experiment files (``{"name.yaml": yaml text}``) into ``MINE``,
+    replacing what an earlier run of the cell wrote there; returns the folder. A name that
+    is not a plain ``*.yaml`` file name is refused (ValueError), before anything is written."""
+    if not isinstance(files, dict) or not files:
+        raise ValueError("my_experiments must be a dict of file name -> YAML text")
+    for name, text in files.items():
+        if not (isinstance(name, str) and name.endswith(".yaml") and Path(name).name == name):
+            raise ValueError(f"{name!r}: a file name such as 'my_change.yaml', without folders")
+        if not isinstance(text, str):
+            raise ValueError(f"{name}: its YAML must be a string, not {type(text).__name__}")
+    folder = project_root() / MINE
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.yaml"):
+        if old.name not in files:
+            old.unlink()
+    for name, text in files.items():
+        atomic_write_text(folder / name, text)
+    return folder
+
+
 def saved_notebook_problems(notebook: str | os.PathLike[str], *functions) -> list[str]:
     """Why running the *saved* ``notebook`` (papermill reads the file, not the open tab)
     would not run the code this kernel has: exercises still stubbed in the file, or a

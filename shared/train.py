@@ -49,14 +49,17 @@ class CheckpointError(ValueError):
 
 
 def select_device(preference: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit choice must be available."""
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    """``auto``: the accelerator this machine has and can use (CUDA, Apple MPS, Intel XPU...,
+    as ``torch.accelerator`` reports it), else the CPU; an explicit choice must be available."""
+    accelerator = torch.accelerator.current_accelerator(check_available=True)
     if preference == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if preference == "cuda" and not cuda:
-        raise DeviceError("training.device: 'cuda' requested but no CUDA GPU is available")
-    if preference == "mps" and not mps:
-        raise DeviceError("training.device: 'mps' requested but Apple MPS is not available")
+        return accelerator or torch.device("cpu")
+    if preference != "cpu" and (accelerator is None or accelerator.type != preference):
+        offered = accelerator.type if accelerator is not None else "none"
+        raise DeviceError(
+            f"training.device: {preference!r} requested, but this machine's accelerator is "
+            f"{offered}; use 'auto' or 'cpu'"
+        )
     return torch.device(preference)
 
 

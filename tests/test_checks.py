@@ -21,71 +21,143 @@ from workbook.grading import suites
 
 REPO = Path(__file__).resolve().parent.parent
 
-# --------------------------------------------------------------------------- 00: explicit inputs
+# --------------------------------------------------------------------------- 00: the habits
 
-GLOBAL_LABELS = [1, 2, 0, 4]
+THRESHOLD = 0.9
+SCALE = 255
 
 
-def acc_count(predictions, labels):
+def normalise(pixels, scale=SCALE):
+    return [p / scale for p in pixels]
+
+
+def accuracy(predictions, labels):
     matches = [p == t for p, t in zip(predictions, labels, strict=True)]
     return matches.count(True) / len(matches)  # `.count` is an attribute, not a global
 
 
-def acc_sum(predictions, labels):
-    return sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(labels)
+def unsure(probabilities):
+    return [i for i, p in enumerate(probabilities) if p < THRESHOLD]  # a global, in a comprehension
 
 
-def acc_loop(predictions, labels):
-    right = 0
-    for p, t in zip(predictions, labels, strict=True):
-        right += int(p == t)
-    return float(right) / len(labels)
+def unsure_explicit(probabilities, threshold):
+    return [i for i, p in enumerate(probabilities) if p < threshold]
 
 
-def acc_uses_module(predictions, labels):
-    import statistics
-
-    return float(statistics.fmean(p == t for p, t in zip(predictions, labels, strict=True)))
+def unsure_still_global(probabilities, threshold):
+    return [i for i, p in enumerate(probabilities) if p < THRESHOLD]
 
 
-def acc_reads_global_in_comprehension(predictions, labels):
-    return sum(p == t for p, t in zip(predictions, GLOBAL_LABELS, strict=True)) / len(labels)
+def unsure_off_by_one(probabilities, threshold):
+    return [i for i, p in enumerate(probabilities) if p <= threshold]
 
 
-def acc_reads_global(predictions, labels):
-    return sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(GLOBAL_LABELS)
+THREE = {"normalise": normalise, "accuracy": accuracy, "unsure": unsure}
 
 
-@pytest.mark.parametrize("func", [acc_count, acc_sum, acc_loop, acc_uses_module])
-def test_explicit_accuracy_accepts_every_correct_answer(func, capsys):
-    checks.explicit_accuracy(func)
+def test_hidden_global_is_found_in_the_bytecode_not_by_its_name(capsys):
+    checks.hidden_global("THRESHOLD", unsure_explicit, THREE)
     assert "✓" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("func", [acc_reads_global_in_comprehension, acc_reads_global])
-def test_explicit_accuracy_finds_globals_even_inside_comprehensions(func):
-    with pytest.raises(checks.CheckFailed, match=r"reads global names \['GLOBAL_LABELS'\]"):
-        checks.explicit_accuracy(func)
+    # a default value is read once, at def time: SCALE is not what unsure reads at call time
+    with pytest.raises(checks.CheckFailed, match="'SCALE' is not read when any of the three"):
+        checks.hidden_global("SCALE", unsure_explicit, THREE)
+    with pytest.raises(checks.CheckFailed, match=r"still reads the global \['THRESHOLD'\]"):
+        checks.hidden_global("THRESHOLD", unsure_still_global, THREE)
+    with pytest.raises(checks.CheckFailed, match="returned"):
+        checks.hidden_global("THRESHOLD", unsure_off_by_one, THREE)
 
 
 def test_free_globals_are_loads_not_attribute_names():
-    assert checks.free_globals(acc_count) == {}
-    assert set(checks.free_globals(acc_reads_global_in_comprehension)) == {"GLOBAL_LABELS"}
+    assert checks.free_globals(accuracy) == {}
+    assert set(checks.free_globals(unsure)) == {"THRESHOLD"}
+
+
+def write_in_place(path, values):
+    with open(path, "w") as f:
+        for v in values:
+            f.write(f"{v}\n")
+
+
+def write_appending(path, values):
+    with open(path, "a") as f:
+        for v in values:
+            f.write(f"{v}\n")
+
+
+def write_swallowing(path, values):
+    import os
+
+    tmp = path.with_name(path.name + ".part")
+    try:
+        with open(tmp, "w") as f:
+            for v in values:
+                f.write(f"{v}\n")
+    except Exception:
+        return  # hides the failure: the task would be marked a success
+    os.replace(tmp, path)
+
+
+def write_swapped_in(path, values):
+    import tempfile
+    from pathlib import Path
+
+    fd, name = tempfile.mkstemp(dir=path.parent)
+    with open(fd, "w") as f:
+        f.writelines(f"{v}\n" for v in values)
+    Path(name).replace(path)
+
+
+@pytest.mark.parametrize(
+    ("writer", "message"),
+    [
+        (write_in_place, "a crash halfway left"),
+        (write_appending, "lines instead of 3"),
+        (write_swallowing, "let it propagate"),
+    ],
+)
+def test_crash_safe_writer_names_each_mistake(writer, message):
+    with pytest.raises(checks.CheckFailed, match=message):
+        checks.crash_safe_writer(writer)
+
+
+def test_crash_safe_writer_accepts_another_correct_style(capsys):
+    checks.crash_safe_writer(write_swapped_in)
+    assert "✓" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- quizzes and cron
 
 
-def test_quiz_explains_each_wrong_answer_and_accepts_any_case():
-    answers = {q: right for q, (right, _) in checks.LOOP_QUIZ.items()}
-    checks.lifecycle_quiz({q: a.upper() for q, a in answers.items()})
-    question = next(iter(checks.LOOP_QUIZ))
-    answers[question] = "model"
-    with pytest.raises(checks.CheckFailed, match="1 of 6 to rethink") as err:
-        checks.lifecycle_quiz(answers)
-    assert checks.LOOP_QUIZ[question][1] in str(err.value)  # the reason, for that question
+def _right(quiz: dict, choices) -> dict:
+    return {
+        q: next(c for c in choices if checks.answer_key(q, c) == digest)
+        for q, (digest, _) in quiz.items()
+    }
+
+
+def test_quiz_keys_are_digests_and_feedback_never_names_the_right_answer():
+    answers = _right(checks.LOOP_QUIZ, checks.LOOP_CHOICES)
+    checks.lifecycle_quiz({q: a.upper() for q, a in answers.items()})  # any case
+    source = Path(checks.__file__).read_text()
+    assert all(
+        f'"{a}"' not in source.split("LOOP_QUIZ = {")[1].split("}")[0] for a in answers.values()
+    )
+    # answering one choice everywhere: the message counts and nudges, naming no right answer
+    for everywhere in checks.LOOP_CHOICES:
+        wrong = dict.fromkeys(checks.LOOP_QUIZ, everywhere)
+        n = sum(a != everywhere for a in answers.values())
+        with pytest.raises(checks.CheckFailed, match=f"{n} of 6 answers to rethink") as err:
+            checks.lifecycle_quiz(wrong)
+        text = str(err.value)
+        for question, right in answers.items():
+            line = (
+                next(x for x in text.splitlines() if question in x) if right != everywhere else ""
+            )
+            assert f"'{right}'" not in line and f'"{right}"' not in line
+    tool = _right(checks.TOOL_QUIZ, checks.TOOL_CHOICES)
+    assert set(tool.values()) == set(checks.TOOL_CHOICES), "three choices, each used"
     unanswered = dict.fromkeys(checks.TOOL_QUIZ)
-    with pytest.raises(checks.CheckFailed, match="(?s)6 of 6 to rethink.*no answer yet"):
+    with pytest.raises(checks.CheckFailed, match="(?s)0 of 8 answers to rethink, 8 not answered"):
         checks.tool_quiz(unanswered)
 
 
@@ -117,16 +189,17 @@ def test_cron_check_says_when_a_wrong_expression_fires(answer, hint):
     assert hint in str(err.value)
 
 
-def test_settings_from_config_catches_hard_coded_values():
-    checks.settings_from_config(
-        lambda c: {
-            "learning_rate": c["training"]["learning_rate"],
-            "batch_size": c.training.batch_size,
-        }
-    )
-    with pytest.raises(checks.CheckFailed, match="read both from config"):
+def test_settings_from_config_needs_the_right_names_and_the_configs_values(capsys):
+    names = {"learning_rate", "batch_size", "epochs"}
+    checks.settings_from_config(names, lambda c: {n: c.training[n] for n in names})
+    assert "✓" in capsys.readouterr().out
+    with pytest.raises(checks.CheckFailed, match="'pixels' is in belongs_in_config"):
+        checks.settings_from_config(names | {"pixels"}, lambda c: {})
+    with pytest.raises(checks.CheckFailed, match="1 experiment setting is missing"):
+        checks.settings_from_config({"learning_rate", "epochs"}, lambda c: {})
+    with pytest.raises(checks.CheckFailed, match="read each value from the config"):
         checks.settings_from_config(
-            lambda c: {"learning_rate": c["training"]["learning_rate"], "batch_size": 32}
+            names, lambda c: {"learning_rate": 0.001, "batch_size": 32, "epochs": c.training.epochs}
         )
 
 
@@ -152,11 +225,26 @@ def _fake_script(tmp: Path, body: str) -> Path:
 #: check's own assertion; ("raised", ns) makes the learner's code raise, which the grader's
 #: entry point turns into a hint naming the error and what was being checked.
 WRONG_SHAPES = {
-    "write_replaces": [
-        ("hint", {"write_totals": lambda path, values: path.write_text(str(values))}),
+    "writer_unseen_cases": [
+        ("hint", {"write_totals": lambda path, values: path.write_text(str(list(values)))}),
         ("hint", {"write_totals": lambda path, values: path.write_text("")}),
         ("raised", {"write_totals": lambda path, values: None}),  # writes no file
     ],
+    "settings_unseen_configs": [
+        ("hint", {"belongs_in_config": "epochs", "settings_from_config": lambda c: {}}),
+        (
+            "hint",
+            {
+                "belongs_in_config": {"learning_rate", "batch_size", "epochs"},
+                "settings_from_config": lambda c: [c],
+            },
+        ),  # fmt: skip
+    ],
+    "unsure_unseen_cases": [
+        ("hint", {"unsure_explicit": lambda probabilities, threshold: None}),
+        ("raised", {"unsure_explicit": lambda probabilities: []}),
+    ],
+    "no_logical_date": [("hint", {"draft": Path("no_such_dag.py")})],
     "real_dates_only": [
         ("hint", {"partition_path": lambda root, stage, ds: None}),
         ("hint", {"partition_path": lambda root, stage, ds: f"{root}/{stage}/{ds}"}),
@@ -297,7 +385,8 @@ def test_partitions_check_names_the_keys_it_expected(tmp_path, sandbox):
 SOLUTION_CELL = """\
 def f(path):
     ### BEGIN SOLUTION (write the file so a rerun replaces it)
-    ### HINT open it with "w"
+    ### HINT what does a second run do to the file?
+    ### POINTER help(open) lists the modes
     with open(path, "w") as fh:  # noqa: SIM115
         fh.write("x")
     ### END SOLUTION
@@ -314,7 +403,8 @@ def test_stub_hint_and_answer_are_generated_from_the_region():
         "print(f)",
     ]
     (region,) = regions
-    assert region.more == ['open it with "w"']
+    assert region.hints == ["what does a second run do to the file?"]
+    assert region.pointers == ["help(open) lists the modes"]
     assert region.answer == ['    with open(path, "w") as fh:', '        fh.write("x")']
 
 
@@ -344,7 +434,7 @@ def test_debugging_regions_show_the_broken_code_in_the_lab():
     )
 
 
-def test_generated_lab_shows_points_hints_and_answers_above_each_exercise():
+def test_generated_lab_shows_points_and_two_stages_of_hints_but_never_the_answer():
     nb = nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_markdown_cell("# 00 · x"), nbformat.v4.new_code_cell(SOLUTION_CELL)]
     )
@@ -352,43 +442,59 @@ def test_generated_lab_shows_points_hints_and_answers_above_each_exercise():
     check = suites.Check("c", "writes the file", 3, ("f",), lambda ns: None)
     lab = labs.build_lab(nb, "x.ipynb", (check,))
     exercise, code = lab.cells[1], lab.cells[2]
-    assert exercise.cell_type == "markdown" and labs.ANSWER_TAG in exercise.metadata.tags
+    assert exercise.cell_type == "markdown" and labs.EXERCISE_TAG in exercise.metadata.tags
     assert "**3 points** when graded" in exercise.source and "writes the file" in exercise.source
-    assert exercise.source.index("Show a hint") < exercise.source.index("Show the answer")
-    assert 'with open(path, "w") as fh:' in exercise.source
+    first, second = exercise.source.index("Hint 1"), exercise.source.index("Hint 2")
+    text = exercise.source
+    assert first < text.index("second run") < second < text.index("help(open)")
+    assert 'open(path, "w")' not in text + code.source and "answer" not in text.lower()
     assert "NBVAL" not in code.source and "noqa" not in code.source
     assert code.metadata.get("tags", []) == []
 
 
-def test_an_answer_with_several_regions_says_which_stub_each_part_replaces():
-    """Two method bodies in one cell: the answer names each stub before its lines, or the
-    bodies would run together with nothing to say where each goes. One region: no label."""
-    cell = (
-        "class Net:\n"
-        "    def __init__(self):\n"
-        "        ### BEGIN SOLUTION (create the layer)\n"
-        "        self.fc = 1\n"
-        "        ### END SOLUTION\n"
-        "\n"
-        "    def forward(self, x):\n"
-        "        ### BEGIN SOLUTION (apply the layer)\n"
-        "        return x * self.fc\n"
-        "        ### END SOLUTION\n"
+def test_an_exercise_without_both_stages_of_hints_is_a_problem(tmp_path):
+    sol, lab = tmp_path / "solutions", tmp_path / "labs"
+    sol.mkdir()
+    lab.mkdir()
+    cell = SOLUTION_CELL.replace("    ### POINTER help(open) lists the modes\n", "")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+    nbformat.write(nb, sol / "00_x.ipynb")
+    problems = [str(p) for p in labs.build(sol, lab, lambda name: ())]
+    assert any("needs a ### HINT and a ### POINTER" in p for p in problems), problems
+
+
+def test_an_unmarked_debugging_region_shows_broken_code_with_no_label():
+    cell = "### BEGIN SOLUTION (x)\nA = 1\n### LAB SHOWS UNMARKED\n# A = days_ago(1)\n### END SOLUTION\n"
+    assert labs.parse_regions(cell)[0] == "A = days_ago(1)"
+
+
+def test_written_answers_become_empty_cells_the_grader_finds_by_id():
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("**1.** Why?"),
+            nbformat.v4.new_markdown_cell("<!-- ANSWER q-why 2 -->\nBecause the model says so."),
+        ]
     )
-    _, regions = labs.parse_regions(cell)
-    answer = labs.exercise_cell(regions, (), "id").source
-    assert (
-        "        # in place of: YOUR CODE HERE: create the layer\n        self.fc = 1\n\n"
-        "        # in place of: YOUR CODE HERE: apply the layer\n        return x * self.fc"
-    ) in answer
-    assert "in place of" not in labs.exercise_cell(regions[:1], (), "id").source
+    (written,) = labs.written_questions(nb)
+    assert (written.id, written.points, written.prompt) == ("q-why", 2, "**1.** Why?")
+    assert written.model == "Because the model says so."
+    lab = labs.build_lab(nb, "x.ipynb")
+    cell = lab.cells[1]
+    assert cell["id"] == "answer-q-why" and "Because" not in cell.source
+    assert labs.answer_text(cell) == ""  # the placeholder counts as blank
+    cell.source = "Because of the seed."
+    assert labs.answer_text(cell) == "Because of the seed."
+    code = nbformat.v4.new_code_cell(
+        '# your answer\nprediction = """\nIt will fall.\n"""\nrun(prediction)'
+    )
+    assert labs.answer_text(code) == "It will fall."
 
 
 @pytest.mark.parametrize("lab", list(suites.LABS.values()), ids=lambda lab: lab.id)
 def test_every_graded_check_shows_its_points_in_the_lab(lab):
     """Every check of a suite is listed, with its points, above the exercise it grades."""
     nb = nbformat.read(REPO / "labs" / lab.notebook, as_version=4)
-    shown = "\n".join(c.source for c in nb.cells if labs.ANSWER_TAG in c.metadata.get("tags", []))
+    shown = "\n".join(c.source for c in nb.cells if labs.EXERCISE_TAG in c.metadata.get("tags", []))
     for check in lab.checks:
         what = html.escape(re.sub(r"\s*\(hidden[^)]*\)", "", check.what), quote=False)
         assert f"{check.points} · {what} (" in shown, check.id
@@ -402,7 +508,7 @@ def test_every_graded_check_shows_its_points_in_the_lab(lab):
 def test_labs_carry_no_tooling_noise(name):
     nb = nbformat.read(REPO / "labs" / name, as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    markers = ("### BEGIN", "### END", "### HINT", "### LAB", "### NO ANSWER")
+    markers = ("### BEGIN", "### END", "### HINT", "### POINTER", "### LAB", "### ANSWER")
     for noise in ("NBVAL", "noqa", "fmt: skip", "fmt: off", *markers):
         assert noise not in code, f"{name}: {noise!r} in a code cell"
     tags = {t for c in nb.cells for t in c.metadata.get("tags", [])}
@@ -417,30 +523,6 @@ def test_stub_messages_all_say_not_written_yet():
             for line in source.splitlines():
                 if "raise NotImplementedError(" in line:
                     assert "not written yet: " in line, (path.name, line)
-
-
-def test_labs_export_without_answers_keeps_stubs_hints_and_points(tmp_path):
-    """An instructor's graded copy: `workbook labs export DIR --no-answers`."""
-    import subprocess
-    import sys
-
-    out = tmp_path / "graded"
-    done = subprocess.run(
-        [sys.executable, "-m", "workbook.cli", "labs", "export", str(out), "--no-answers"],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    for lab in (REPO / "labs").glob("*.ipynb"):
-        graded = nbformat.read(out / lab.name, as_version=4)
-        full = nbformat.read(lab, as_version=4)
-        assert [c.source for c in graded.cells if c.cell_type == "code"] == [
-            c.source for c in full.cells if c.cell_type == "code"
-        ]
-        text = "\n".join(c.source for c in graded.cells)
-        assert "<summary>Show the answer</summary>" not in text
-        assert ("<summary>Show a hint</summary>" in text) and ("when graded" in text)
-    assert labs.build(REPO / "solutions", out, suites.suite_for, write=False, answers=False) == []
 
 
 class _TinyNet(torch.nn.Module):

@@ -431,7 +431,7 @@ FIRST_HINT = {
     "0": "no answer yet",
     "1.1": "no cron expression yet",
     "1.2": "not written yet: keep dimension 0",
-    "1.3": "not written yet: a YAML string that extends",
+    "1.3": "not written yet: a YAML string that extends default.yaml",
 }
 
 
@@ -460,7 +460,7 @@ BUGS = [
     ("1.2", "wrong_output_size", {"nn.Linear(128, 10)": "nn.Linear(128, 5)"},
      "model_output", "expected (64, 10)"),
     ("1.2", "no_eval_mode", {"    model.eval()\n    correct": "    correct"},
-     "evaluate_loop", "call model.eval()"),
+     "evaluate_loop", "dropout) is still on"),
     ("1.2", "no_no_grad",
      {"    with torch.no_grad():\n        for images, labels in loader:\n"
       "            images, labels = images.to(device), labels.to(device)\n"
@@ -470,7 +470,7 @@ BUGS = [
       "        images, labels = images.to(device), labels.to(device)\n"
       "        correct += (model(images).argmax(1) == labels).sum().item()\n"
       "        total += len(labels)\n"},
-     "evaluate_loop", "torch.no_grad()"),
+     "evaluate_loop", "recorded for gradients"),
     # no optimizer.step(), and the public check patched away so the notebook runs on: the
     # hidden suite's own copy of the check still catches it (one run for both: a Lab 1.2
     # submission is the batch's costliest)
@@ -484,7 +484,7 @@ BUGS = [
      "dag_structure", "must wait for both"),
     ("1.1", "weekdays_every_day", {'"30 2 * * 1-5"': '"30 2 * * *"'},
      "cron_expressions", "2024-01-06 02:30"),
-    ("1.3", "config_typo", {"  learning_rate: 0.005\n": "  learnin_rate: 0.005\n"},
+    ("1.3", "config_typo", {"  learning_rate: 0.0006\n": "  learnin_rate: 0.0006\n"},
      "my_config", "learnin_rate"),
     ("1.3", "trainer_fixed_batch_size",
      {"batch_size=config.training.batch_size, shuffle=True": "batch_size=64, shuffle=True"},
@@ -597,8 +597,8 @@ def test_a_vandal_is_stopped_and_nothing_outside_its_sandbox_changes(batch):
     assert batch["precious"].read_text() == "instructor's file"
     stop = vandal["errors"][-1]
     assert stop["stopped"] and "PermissionError" in stop["error"] and "is blocked" in stop["error"]
-    assert statuses(vandal)["idempotent_writer"] == "pass"  # graded before the damage
-    assert statuses(vandal)["explicit_accuracy"] == "not run"
+    assert statuses(vandal)["crash_safe_writer"] == "pass"  # graded before the damage
+    assert statuses(vandal)["hidden_global"] == "not run"
     assert tree_digest(REPO / "solutions") == batch["before"]["repo"]
     assert tree_digest(batch["project"]) == batch["before"]["project"]
     assert (batch["project"] / "configs" / "smoke.yaml").is_file()
@@ -630,7 +630,7 @@ def test_notebooks_that_never_finish_are_stopped_at_the_timeout(tmp_path):
     assert loops["errors"][-1]["error"] == "timed out after 15 s"
     # interrupted like the stop button: what ran before is still graded
     assert statuses(loops)["partition_path"] == "pass"
-    assert statuses(loops)["explicit_accuracy"] == "not run"
+    assert statuses(loops)["hidden_global"] == "not run"
 
     stubborn = reports["ignores_interrupt"]
     assert stubborn["status"] == "timeout" and "killed" in stubborn["message"]
@@ -770,3 +770,70 @@ def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, mo
     assert (tmp_path / "out" / "results-executed" / "bob" / "lab0.ipynb").is_file()
     rows = list(csv.DictReader(results.open()))
     assert [r["submission"] for r in rows] == ["alice/lab0.ipynb", "bob/lab0.ipynb"]
+
+
+# --------------------------------------------------------------------------- written answers
+
+
+def test_written_answers_are_read_from_the_learners_answer_cells():
+    """The grader collects each question's answer from its cell by id: what the learner wrote
+    is pending, an untouched cell is blank (0 points), and nothing of it runs."""
+    lab = suites.LABS["0"]
+    nb = nbformat.read(REPO / "labs" / lab.notebook, as_version=4)
+    cell = next(c for c in nb.cells if c.get("id") == "answer-q1-retry")
+    cell.source = "It holds the rows twice; I would count the rows against the input."
+    written = {w.id: w for w in grade.written_answers(nb, lab)}
+    assert set(written) == {"q-devops", "q1-retry", "q2-backfill", "q3-retraining", "q4-hardcoded"}
+    assert written["q1-retry"].status == "pending" and written["q1-retry"].points is None
+    assert written["q1-retry"].text.startswith("It holds the rows twice")
+    assert written["q2-backfill"].status == "blank" and written["q2-backfill"].points == 0
+    assert "results.csv" in written["q1-retry"].prompt  # the question, for the sheet
+
+
+def _report(name: str, text: str) -> gradebook.Report:
+    return gradebook.Report(
+        f"{name}.ipynb", "0", name=f"{name}.ipynb",
+        checks=[gradebook.CheckResult("c", "a check", gradebook.PASS, 2, 2, True, True)],
+        written=[gradebook.WrittenAnswer("q1", "Why?", 3, text, None if text else 0)],
+    )  # fmt: skip
+
+
+def test_the_sheet_of_written_answers_round_trips_through_manual(tmp_path):
+    """A batch writes results.csv and a sheet; the instructor fills in points and feedback;
+    `workbook grade --manual SHEET` merges them, refusing a bad row before changing anything."""
+    import csv as csv_lib
+
+    reports = [_report("alice", "Because the seed."), _report("bob", "")]
+    out = tmp_path / "results.csv"
+    written = gradebook.write_results(reports, out)
+    sheet = written["sheet"]
+    rows = list(csv_lib.DictReader(sheet.open()))
+    assert [(r["submission"], r["question"], r["answer"], r["points"]) for r in rows] == [
+        ("alice.ipynb", "q1", "Because the seed.", ""),
+        ("bob.ipynb", "q1", "", "0"),
+    ]
+    assert "written answers, scored by the instructor: 0/3, 1 pending" in reports[0].format()
+    assert "BLANK" in reports[1].format() and "pending" not in reports[1].format()
+    rows[0]["points"], rows[0]["feedback"] = "5", "too many"
+    with sheet.open("w", newline="") as f:
+        writer = csv_lib.DictWriter(f, fieldnames=gradebook.SHEET_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    before = out.read_text()
+    bad = workbook("grade", "--manual", str(sheet))
+    assert bad.returncode == 2 and "row 2, points: 5 is outside 0..3" in bad.stderr
+    assert out.read_text() == before, "a bad sheet changes nothing"
+    rows[0]["points"], rows[0]["feedback"] = "2", "half right: name the check"
+    with sheet.open("w", newline="") as f:
+        writer = csv_lib.DictWriter(f, fieldnames=gradebook.SHEET_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    done = workbook("grade", "--manual", str(sheet))
+    assert done.returncode == 0, done.stderr
+    assert "2 written answers scored, 0 still pending" in done.stderr  # bob's blank: its 0
+    merged = {r["name"]: r for r in json.loads(out.with_suffix(".json").read_text())}
+    assert merged["alice.ipynb"]["written"][0]["points"] == 2
+    assert merged["alice.ipynb"]["written"][0]["feedback"] == "half right: name the check"
+    assert merged["alice.ipynb"]["written_score"] == 2 and merged["alice.ipynb"]["score"] == 2
+    table = list(csv_lib.DictReader(out.open()))
+    assert table[0]["q1"] == "2" and table[0]["written_max"] == "3"

@@ -372,29 +372,6 @@ def _cmd_labs_check(args: argparse.Namespace) -> int:
     return _labs_in_sync(write=False)
 
 
-def _labs_export_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("out", help="folder to write the labs into")
-    p.add_argument(
-        "--no-answers", action="store_true", help="leave out every 'Show the answer' block"
-    )
-
-
-@command("labs export", _labs_export_options)
-def _cmd_labs_export(args: argparse.Namespace) -> int:
-    """write the labs to another folder, e.g. without the answer blocks for a graded assignment (hints and points stay)"""
-    from workbook import labs
-    from workbook.grading.suites import suite_for
-
-    solutions = paths.project_root() / "solutions"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    problems = labs.build(solutions, out, suite_for, answers=not args.no_answers)
-    kind = "without answers" if args.no_answers else "with answers"
-    return _labs_report(
-        "export", problems, f"{len(labs.solution_files(solutions))} labs {kind} in {out}"
-    )
-
-
 def _site_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--solutions", action="store_true",
@@ -523,10 +500,15 @@ def _grade_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "notebooks",
-        nargs="+",
+        nargs="*",
         metavar="NOTEBOOK",
         help="notebooks or folders (searched recursively)",
     )
+    p.add_argument(
+        "--manual", metavar="SHEET",
+        help="read back the sheet of written answers a batch wrote (<CSV>-written.csv), with "
+        "your points and feedback, into that batch's results (no notebook is run again)",
+    )  # fmt: skip
     p.add_argument("--lab", help="the lab (0, 1.1, 1.2, 1.3); default: read from the notebook")
     p.add_argument("--json", action="store_true", help="print the report(s) as JSON")
     p.add_argument(
@@ -586,6 +568,12 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     from workbook.grading import sandbox
     from workbook.grading.suites import LABS
 
+    if args.manual is not None:
+        if args.notebooks:
+            return _fail("grade", "--manual reads a batch's results: give no notebooks", EXIT_USAGE)
+        return _grade_manual(Path(args.manual), args.out)
+    if not args.notebooks:
+        return _fail("grade", "give the notebooks to grade (or --manual SHEET)", EXIT_USAGE)
     if args.lab is not None and args.lab not in LABS:
         return _fail("grade", f"--lab {args.lab}: choose from {', '.join(LABS)}", EXIT_USAGE)
     numbers = [args.timeout, args.jobs, args.memory_mb, args.processes]
@@ -654,9 +642,39 @@ def _grade_batch(args: argparse.Namespace, submissions: list[Path], limits, kind
         written = gradebook.write_results(reports, args.out)
         print(f"results: {', '.join(str(p) for p in written.values())}; executed notebooks in "
               f"{executed}/", file=sys.stderr)  # fmt: skip
+        if "sheet" in written:
+            print(f"written answers: score them in {written['sheet']} (points, feedback), then "
+                  f"`workbook grade --manual {written['sheet']}`", file=sys.stderr)  # fmt: skip
     passed = sum(r.passed for r in reports)
     print(f"{passed} of {len(reports)} submissions pass every required check", file=sys.stderr)
     return EXIT_OK if passed == len(reports) else EXIT_FAIL
+
+
+def _grade_manual(sheet: Path, out: str | None) -> int:
+    """The instructor's scores of the written answers, read into the batch's results: the
+    CSV, the summary and the JSON are written again with both kinds of points."""
+    import json
+
+    from workbook.grading import gradebook
+
+    out_csv = (
+        Path(out) if out else sheet.with_name(sheet.name.removesuffix("-written.csv") + ".csv")
+    )
+    results = out_csv.with_suffix(".json")
+    if not results.is_file():
+        return _fail(
+            "grade", f"--manual {sheet}: no batch results at {results} (pass --out CSV)", EXIT_USAGE
+        )
+    reports = [gradebook.Report.from_dict(r) for r in json.loads(results.read_text())]
+    try:
+        scored = gradebook.merge_sheet(reports, sheet)
+    except gradebook.SheetError as exc:
+        return _fail("grade", exc, EXIT_USAGE)
+    written = gradebook.write_results(reports, out_csv)
+    pending = sum(r.written_pending for r in reports)
+    print(f"{scored} written answers scored, {pending} still pending; results: "
+          f"{', '.join(str(written[k]) for k in ('csv', 'md', 'json'))}", file=sys.stderr)  # fmt: skip
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- the parser

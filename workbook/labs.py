@@ -2,38 +2,47 @@
 
 In a solution notebook, the code a learner writes sits between two marker lines::
 
-    ### BEGIN SOLUTION (open the file so that a second run replaces the first)
-    ### HINT open(path, "w") truncates the file; "a" appends to what is there.
+    ### BEGIN SOLUTION (make a second run replace the first)
+    ### HINT What does a retry do to a file that is added to? Compare the bad way above.
+    ### POINTER `help(open)` lists the modes; one of them truncates.
     with open(path, "w") as f:
         ...
     ### END SOLUTION
 
 ``build_lab`` replaces each region with a stub at the same indentation::
 
-    # YOUR CODE HERE: open the file so that a second run replaces the first
-    raise NotImplementedError('not written yet: open the file so that ...')
+    # YOUR CODE HERE: make a second run replace the first
+    raise NotImplementedError('not written yet: make a second run replace the first')
 
-The marker's short hint says *what* to do. ``### HINT`` lines say more, and the region's
-code is the answer: both go into a generated markdown cell above the exercise, each behind
-a collapsed ``<details>`` block ("Show a hint", "Show the answer"), with the points the
-lab's grading suite gives for that exercise. A learner reads the task, tries, and opens
-the next stage only when stuck.
+The marker's short text says *what* to do, never how. Hints come in two stages, each in a
+collapsed block of a generated markdown cell above the exercise, with the points the lab's
+grading suite gives for it: ``### HINT`` lines say what to think about, ``### POINTER``
+lines point narrower (which function, which page of the docs). Every exercise has both;
+none holds the answer's code, which lives in ``solutions/`` only.
 
 A debugging exercise shows broken code instead of a stub. After ``### LAB SHOWS``, the
 region holds the broken lines, commented out in the solution; the lab shows them live
-under a ``# FIX ME: hint`` line (``### LAB STARTS WITH`` does the same under ``# YOUR CODE
-HERE``, for a skeleton to fill in, such as a quiz's answer slots; ``### NO ANSWER`` keeps a
-quiz's answers out of the lab)::
+under a ``# FIX ME: hint`` line. ``### LAB SHOWS UNMARKED`` shows them with no line at all
+(a bug nobody labelled, found from Airflow's error or a task's log), and ``### LAB STARTS
+WITH`` under ``# YOUR CODE HERE``, for a skeleton to fill in, such as a quiz's slots::
 
     ### BEGIN SOLUTION (the import the error points at)
     from datetime import datetime
-    ### LAB SHOWS
+    ### LAB SHOWS UNMARKED
     # from airflow.utils.dates import days_ago
     ### END SOLUTION
 
+Answers in words (nbgrader's manually graded cells): a markdown cell whose first line is
+``<!-- ANSWER id points -->`` holds the model answer in the solution; the lab gets an
+empty answer cell with the id ``answer-<id>`` for the learner to fill, and ``workbook
+grade`` collects it for the instructor (``written_questions``). A code cell whose first line
+is ``### ANSWER id points`` does the same for an answer the notebook records (a prediction
+written before a run): its regions are stubbed as usual.
+
 Labs carry no outputs and no tooling noise (``# noqa``, ``# fmt: skip``, nbval's markers
 and tags). ``check`` rebuilds every lab in memory and reports any difference from the
-committed ``labs/`` (drift or a hand edit) and any marker that would leak.
+committed ``labs/`` (drift or a hand edit), any marker that would leak, and any exercise
+without both stages of hints.
 """
 
 from __future__ import annotations
@@ -54,20 +63,24 @@ from shared.io import atomic_write_text
 from workbook import notebooks
 
 #: The solution markers: the code between BEGIN and END SOLUTION is what a learner writes
-#: (``parse_regions`` turns it into a stub); HINT lines and the LAB SHOWS / STARTS WITH blocks
-#: are what the lab shows instead; NO ANSWER keeps a region out of "Show the answer".
-#: ``shared.airflow_local.promote`` drops every ``###`` line from a DAG it publishes.
+#: (``parse_regions`` turns it into a stub); HINT and POINTER lines are the two stages of
+#: hints; the LAB SHOWS / STARTS WITH blocks are what the lab shows instead of a stub.
+#: ``shared.airflow_local.promote`` drops these lines from a DAG it publishes.
 BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?:\s*\((?P<hint>.*)\))?\s*$")
 END = re.compile(r"^[ \t]*### END SOLUTION\s*$")
-HINT = re.compile(r"^[ \t]*### HINT\s?(?P<text>.*)$")
-LAB_SHOWS = re.compile(r"^[ \t]*### LAB (?P<kind>SHOWS|STARTS WITH)\s*$")
-NO_ANSWER = re.compile(r"^[ \t]*### NO ANSWER\s*$")
+HINT = re.compile(r"^[ \t]*### (?P<stage>HINT|POINTER)\s?(?P<text>.*)$")
+LAB_SHOWS = re.compile(r"^[ \t]*### LAB (?P<kind>SHOWS UNMARKED|SHOWS|STARTS WITH)\s*$")
+#: The first line of a written answer's cell: markdown, or a code cell the notebook records.
+ANSWER_MD = re.compile(r"^<!-- ANSWER (?P<id>[\w.-]+) (?P<points>\d+) -->\s*$")
+ANSWER_CODE = re.compile(r"^### ANSWER (?P<id>[\w.-]+) (?P<points>\d+)\s*$")
+#: What a learner's answer cell holds until they write in it.
+ANSWER_PLACEHOLDER = "*Your answer here, in your own words (double-click this cell to write).*"
 
 DEFAULT_HINT = "write this part"
 #: Trailing comments meant for tools, not learners: stripped from the generated labs.
 TOOL_COMMENT = re.compile(r"\s+# (?:noqa\b.*|fmt: (?:skip|off|on)|NBVAL_\w+.*)$")
 NBVAL_TAGS = {"nbval-check-output", "nbval-ignore-output", "nbval-skip", "nbval-raises-exception"}
-ANSWER_TAG = "workbook-exercise"
+EXERCISE_TAG = "workbook-exercise"
 #: The notebook metadata key of a generated lab that names its source.
 GENERATED_KEY = "workbook"
 
@@ -82,10 +95,10 @@ class Region:
 
     hint: str
     answer: list[str]  # the solution's lines, at the cell's indentation
-    more: list[str]  # ### HINT lines
+    hints: list[str]  # ### HINT lines: what to think about
+    pointers: list[str]  # ### POINTER lines: where to look
     broken: list[str] | None  # what the lab shows instead of a stub (### LAB SHOWS)
-    label: str = "FIX ME"  # the comment above ``broken``: FIX ME, or YOUR CODE HERE
-    show_answer: bool = True  # False for quizzes (### NO ANSWER): feedback, not answers
+    label: str | None = "FIX ME"  # the line above ``broken`` (None: unmarked)
 
 
 def _uncomment(line: str, indent: str) -> str:
@@ -113,17 +126,17 @@ def _parse(source: str, where: str, strict: bool = True) -> tuple[str, str, list
     published: list[str] = []
     regions: list[Region] = []
     inside, showing, indent = False, False, ""
-    region = Region("", [], [], None)
+    region = Region("", [], [], [], None)
     for lineno, line in enumerate(source.splitlines(), 1):
         begin, end = BEGIN.match(line), END.match(line)
-        marker = begin or end or HINT.match(line) or NO_ANSWER.match(line) or LAB_SHOWS.match(line)
+        marker = begin or end or HINT.match(line) or LAB_SHOWS.match(line)
         if not marker and not (inside and showing):
             published.append(line)
         if begin:
             if inside and strict:
                 raise MarkerError(f"{where} line {lineno}: BEGIN SOLUTION inside another region")
             inside, showing, indent = True, False, begin["indent"]
-            region = Region((begin["hint"] or DEFAULT_HINT).strip(), [], [], None)
+            region = Region((begin["hint"] or DEFAULT_HINT).strip(), [], [], [], None)
         elif end:
             if not inside:
                 if not strict:
@@ -131,7 +144,8 @@ def _parse(source: str, where: str, strict: bool = True) -> tuple[str, str, list
                 raise MarkerError(f"{where} line {lineno}: END SOLUTION without BEGIN")
             inside = False
             if region.broken is not None:
-                out.append(f"{indent}# {region.label}: {region.hint}")
+                if region.label is not None:
+                    out.append(f"{indent}# {region.label}: {region.hint}")
                 out.extend(_uncomment(b, indent) for b in region.broken)
             else:
                 message = f"{UNWRITTEN}: {region.hint}"
@@ -142,12 +156,13 @@ def _parse(source: str, where: str, strict: bool = True) -> tuple[str, str, list
             regions.append(region)
         elif inside and LAB_SHOWS.match(line):
             showing, region.broken = True, []
-            if LAB_SHOWS.match(line)["kind"] == "STARTS WITH":
-                region.label = "YOUR CODE HERE"
-        elif inside and NO_ANSWER.match(line):
-            region.show_answer = False
+            kind = LAB_SHOWS.match(line)["kind"]
+            region.label = {"STARTS WITH": "YOUR CODE HERE", "SHOWS UNMARKED": None}.get(
+                kind, "FIX ME"
+            )
         elif inside and HINT.match(line):
-            region.more.append(HINT.match(line)["text"].strip())
+            m = HINT.match(line)
+            (region.hints if m["stage"] == "HINT" else region.pointers).append(m["text"].strip())
         elif inside and showing:
             region.broken.append(TOOL_COMMENT.sub("", line))
         elif inside:
@@ -213,58 +228,114 @@ def _points_line(checks) -> str:
     return "\n".join(lines)
 
 
-def _answer_lines(region: Region, several: bool) -> str:
-    """A region's solution lines. When one cell has several regions (a method's body, then
-    another's), each answer first names the stub it replaces, or the bodies run together
-    with nothing to say where each goes."""
-    lines = list(region.answer)
-    if several and lines:
-        first = next((line for line in lines if line.strip()), "")
-        indent = first[: len(first) - len(first.lstrip())]
-        label = region.label if region.broken is not None else "YOUR CODE HERE"
-        lines.insert(0, f"{indent}# in place of: {label}: {region.hint}")
-    return "\n".join(lines)
+def _hint_block(summary: str, lines: list[str]) -> str:
+    return f"<details><summary>{summary}</summary>\n\n" + "\n\n".join(lines) + "\n\n</details>"
 
 
-def exercise_cell(
-    regions: list[Region], checks, cell_id: str, answers: bool = True
-) -> nbformat.NotebookNode | None:
-    """The markdown cell placed above an exercise: its points, then a hint and (with
-    ``answers``) the answer, each collapsed."""
+def exercise_cell(regions: list[Region], checks, cell_id: str) -> nbformat.NotebookNode | None:
+    """The markdown cell placed above an exercise: its points, then the two stages of
+    hints, each collapsed. Never the answer: that lives in ``solutions/`` only."""
     blocks = [_points_line(checks)] if checks else []
-    more = [m for r in regions for m in r.more]
-    if more:
-        blocks.append(
-            "<details><summary>Show a hint</summary>\n\n" + "\n".join(more) + "\n\n</details>"
-        )
-    shown = [r for r in regions if r.show_answer and answers]
-    answer = "\n\n".join(_answer_lines(r, len(shown) > 1) for r in shown)
-    if answer:
-        blocks.append(
-            "<details><summary>Show the answer</summary>\n\nTry first: the check tells you "
-            f"what to fix.\n\n```python\n{answer}\n```\n\n</details>"
-        )
+    hints = [h for r in regions for h in r.hints]
+    pointers = [p for r in regions for p in r.pointers]
+    if hints:
+        blocks.append(_hint_block("Hint 1: what to think about", hints))
+    if pointers:
+        blocks.append(_hint_block("Hint 2: where to look", pointers))
     if not blocks:
         return None
     cell = nbformat.v4.new_markdown_cell("\n\n".join(blocks))
     cell["id"] = cell_id
-    cell.metadata["tags"] = [ANSWER_TAG]
+    cell.metadata["tags"] = [EXERCISE_TAG]
     return cell
 
 
+@dataclass
+class Written:
+    """A question answered in words: the learner's cell ``answer-<id>``, scored by hand."""
+
+    id: str
+    points: int
+    prompt: str  # the markdown cell above the answer cell
+    model: str  # the solution's answer (instructors only)
+    kind: str  # "markdown", or "code" for an answer the notebook records
+
+
+def _answer_marker(cell) -> re.Match | None:
+    first = cell.source.split("\n", 1)[0]
+    return (ANSWER_MD if cell.cell_type == "markdown" else ANSWER_CODE).match(first)
+
+
+def written_questions(solution: nbformat.NotebookNode) -> list[Written]:
+    """The questions of a solution notebook that the learner answers in words, in order."""
+    out, previous = [], ""
+    for cell in solution.cells:
+        marker = _answer_marker(cell)
+        if marker is None:
+            if cell.cell_type == "markdown":
+                previous = cell.source
+            continue
+        body = cell.source.split("\n", 1)[1] if "\n" in cell.source else ""
+        out.append(Written(marker["id"], int(marker["points"]), previous.strip(), body.strip(),
+                           cell.cell_type))  # fmt: skip
+    return out
+
+
+def answer_text(cell) -> str:
+    """What a learner wrote in an answer cell: a markdown cell's text, or the string a code
+    answer cell assigns (its source when it assigns none); "" while it is still blank."""
+    if cell.cell_type == "markdown":
+        text = re.sub(r"<!--.*?-->", "", cell.source, flags=re.S).replace(ANSWER_PLACEHOLDER, "")
+        return text.strip()
+    try:
+        tree = ast.parse(cell.source)
+    except SyntaxError:
+        return cell.source.strip()
+    strings = [
+        node.value.value.strip()
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    ]  # fmt: skip
+    return "\n".join(s for s in strings if s) if strings else cell.source.strip()
+
+
+def _answer_cell(cell, marker: re.Match, where: str) -> nbformat.NotebookNode:
+    """The learner's answer cell for a solution's written answer."""
+    points = int(marker["points"])
+    note = f"{points} point{'s' if points != 1 else ''}, read by your instructor"
+    if cell.cell_type == "markdown":
+        new = nbformat.v4.new_markdown_cell(f"<!-- your answer ({note}) -->\n{ANSWER_PLACEHOLDER}")
+    else:
+        body = cell.source.split("\n", 1)[1] if "\n" in cell.source else ""
+        source, _ = parse_regions(body, where)
+        new = nbformat.v4.new_code_cell(f"# your answer ({note})\n{source}")
+    new["id"] = f"answer-{marker['id']}"
+    return new
+
+
 def build_lab(
-    solution: nbformat.NotebookNode, name: str = "notebook", suite=None, answers: bool = True
+    solution: nbformat.NotebookNode, name: str = "notebook", suite=None
 ) -> nbformat.NotebookNode:
-    """The learner version of a solution notebook: regions stubbed, outputs cleared, a
-    points/hint/answer cell above each exercise (``answers=False``: points and hints only,
-    for an assignment that is graded). ``suite``: the lab's checks (for points);
-    each check belongs to the last exercise cell that defines a name it needs, the first
-    place from which it can run (Lab 1.2's "your pieces learn MNIST" needs MyMLP,
-    make_loader and train_epoch: it is listed at train_epoch)."""
+    """The learner version of a solution notebook: regions stubbed, outputs cleared, written
+    answers emptied, a points-and-hints cell above each exercise. ``suite``: the lab's
+    checks (for points); each check belongs to the last exercise cell that defines a name it
+    needs, the first place from which it can run (Lab 1.2's "your pieces learn MNIST" needs
+    MyMLP, make_loader and train_epoch: it is listed at train_epoch)."""
     lab = copy.deepcopy(solution)
     cells: list[nbformat.NotebookNode] = []
     exercises = []  # (position in cells, regions, names defined, key for a stable id)
     for i, cell in enumerate(lab.cells):
+        marker = _answer_marker(cell)
+        if marker is not None:
+            if cell.cell_type == "code":
+                body = cell.source.split("\n", 1)[1] if "\n" in cell.source else ""
+                exercises.append(
+                    (len(cells), parse_regions(body, f"{name} cell {i}")[1],
+                     defined_names(body), f"{name}:answer:{marker['id']}")
+                )  # fmt: skip
+            cells.append(_answer_cell(cell, marker, f"{name} cell {i}"))
+            continue
         if cell.cell_type == "code":
             original = cell.source
             cell.source, regions = parse_regions(original, f"{name} cell {i}")
@@ -289,7 +360,7 @@ def build_lab(
         while digest in seen:  # two exercises with the same hints: ids must still differ
             digest = hashlib.sha1(digest.encode()).hexdigest()[:8]
         seen.add(digest)
-        extra = exercise_cell(regions, owner.get(pos, []), f"ex-{digest}", answers)
+        extra = exercise_cell(regions, owner.get(pos, []), f"ex-{digest}")
         if extra is not None:
             cells.insert(pos, extra)
     lab.cells = cells
@@ -317,31 +388,52 @@ def solution_files(solutions_dir: Path) -> list[Path]:
     return sorted(solutions_dir.glob("[0-9][0-9]_*.ipynb"))
 
 
+def hint_problems(nb: nbformat.NotebookNode, where: Path) -> list[Problem]:
+    """Exercises of a solution without both stages of hints (what to think about, where to
+    look): a learner stuck there would have nothing to open before asking for the answer."""
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        source = cell.source
+        if _answer_marker(cell) is not None:
+            source = source.split("\n", 1)[1] if "\n" in source else ""
+        try:
+            regions = parse_regions(source, f"{where.name} cell {i}")[1]
+        except MarkerError:
+            continue  # reported by the build itself
+        if regions and not all(any(getattr(r, k) for r in regions) for k in ("hints", "pointers")):
+            first = regions[0].hint
+            problems.append(Problem(where, f"cell {i} ({first!r}): an exercise needs a ### HINT "
+                                           "and a ### POINTER line"))  # fmt: skip
+    return problems
+
+
 def build(
     solutions_dir: Path,
     labs_dir: Path,
     suite_for: Callable[[str], Sequence],
     write: bool = True,
-    answers: bool = True,
 ) -> list[Problem]:
     """Generate every lab; with ``write=False`` only compare (what ``check`` does).
     ``suite_for(notebook file name)``: that lab's grading checks, for the points lines
     (``workbook.grading.suites.suite_for``; the caller passes it, so that the generator does
-    not import the grader).
-    ``answers=False`` leaves out the "Show the answer" blocks (``workbook labs export``)."""
+    not import the grader)."""
 
     problems: list[Problem] = []
     expected_names = set()
     for sol_path in solution_files(solutions_dir):
         expected_names.add(sol_path.name)
         solution = nbformat.read(sol_path, as_version=4)
+        problems += hint_problems(solution, sol_path)
         try:
-            lab_nb = build_lab(solution, sol_path.name, suite_for(sol_path.name), answers)
+            lab_nb = build_lab(solution, sol_path.name, suite_for(sol_path.name))
             text = notebooks.dumps(lab_nb)
         except MarkerError as exc:
             problems.append(Problem(sol_path, str(exc)))
             continue
-        if any(m in text for m in ("BEGIN SOLUTION", "END SOLUTION", "### HINT", "### LAB ")):
+        if any(m in text for m in ("BEGIN SOLUTION", "END SOLUTION", "### HINT", "### POINTER",
+                                   "### LAB ", "### ANSWER", "<!-- ANSWER")):  # fmt: skip
             problems.append(Problem(sol_path, "solution marker left in the generated lab"))
         lab_path = labs_dir / sol_path.name
         if write:

@@ -50,6 +50,10 @@ from shared.io import atomic_directory
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
+#: How a DAG that a lab's notebook promoted into dags/ begins (shared.airflow_local.promote).
+PROMOTED = "# Promoted from "
+
+
 class SiteError(RuntimeError):
     """The site cannot be built as asked; the message names the file at fault."""
 
@@ -223,12 +227,22 @@ def notebook_page(
             "(and rebuild the site)"
         )
     paired = {id(c): i for i, c in enumerate(lab_code)}
+    models = {f"answer-{w.id}": w for w in labs.written_questions(solution)}
+    # Names the learner's exercises define: a cell that uses one prints what *their* code
+    # makes, so the learner build shows no solution's output there (it could hold answers).
+    theirs = set().union(
+        *(labs.defined_names(c.source) for c in sol_code if labs.parse_regions(c.source)[1])
+    )
     root = record.get("root")
     params = ", ".join(f"{k}={v!r}" for k, v in record.get("parameters", {}).items())
     parts: list[str] = []
     files: dict[str, bytes] = {}
     title = None
     for cell in lab.cells:
+        written = models.get(cell.get("id", ""))
+        if written is not None and cell.cell_type == "markdown":
+            parts.append(_written_answer(written, solutions))
+            continue
         if cell.cell_type == "markdown":
             text, pics = markdown_cell(cell.source, lab_path)
             files.update(pics)
@@ -242,13 +256,22 @@ def notebook_page(
         i = paired[id(cell)]
         if cell.source.strip():
             parts.append(_fence(cell.source, "python"))
-        if solutions and labs.parse_regions(sol_code[i].source)[1]:
+        exercise = bool(labs.parse_regions(sol_code[i].source)[1])
+        if exercise and not solutions:
+            # The solution's output under the learner's stub would both contradict the stub
+            # and give the answer away ("✓ flatten: (64, 1, 28, 28) -> (64, 784)").
+            parts.append("*Your code goes here; its check prints its verdict when you run it.*")
+            continue
+        if exercise:
             parts.append(
                 _collapsible(
                     "Solution", _fence(labs.published_source(sol_code[i].source), "python"),
                     "success",
                 )
             )  # fmt: skip
+        if not solutions and theirs & _names_used(cell.source):
+            parts.append("*This cell runs your code: its output appears when you run it.*")
+            continue
         text, pics = outputs_markdown(run_code[i].outputs, f"{slug}/cell{i}", root)
         files.update(pics)
         if text:
@@ -257,6 +280,32 @@ def notebook_page(
         f"{slug}.md", title or lab_path.stem, "\n\n".join(parts) + "\n", files,
         f"solutions/{solution_path.name} (the learner's cells from labs/{lab_path.name})",
     )  # fmt: skip
+
+
+def _names_used(source: str) -> set[str]:
+    """The names a code cell reads (magics and shell lines left out)."""
+    import ast
+
+    code = "\n".join(
+        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
+    )
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _written_answer(written, solutions: bool) -> str:
+    """A question answered in words: where the learner writes, and (instructors) the model."""
+    text = (
+        f"*Your answer here, in your own words: {written.points} point"
+        f"{'s' if written.points != 1 else ''}, read by your instructor.*"
+    )
+    box = _collapsible("Your answer", text, "question")
+    if solutions:
+        box += "\n\n" + _collapsible("A model answer", written.model, "success")
+    return box
 
 
 def _run_note(lab_path: Path, record: dict, params: str) -> str:
@@ -313,9 +362,10 @@ def executions(
 # ----------------------------------------------------------------- DAGs and experiments
 
 
-def dag_pages(dags_dir: Path) -> list[Page]:
+def dag_pages(dags_dir: Path, solutions: bool = False) -> list[Page]:
     """One page per DAG of ``dags_dir``: its description (``doc_md``), its graph as a
-    picture drawn from the parsed DAG, and its code."""
+    picture drawn from the parsed DAG, and its code. A DAG a lab's notebook promoted there
+    (its first line says so) is the answer to that lab: only the instructor build shows it."""
     import io
 
     from airflow.dag_processing.dagbag import DagBag
@@ -332,6 +382,8 @@ def dag_pages(dags_dir: Path) -> list[Page]:
     for dag_id in sorted(bag.dags):
         dag = bag.dags[dag_id]
         source = Path(dag.fileloc)
+        if not solutions and source.read_text().startswith(PROMOTED):
+            continue
         buf = io.BytesIO()
         fig = plots.dag_graph(dag)
         fig.savefig(buf, format="png", dpi=110)
@@ -624,7 +676,7 @@ def build(
         )
         for sol in labs.solution_files(root / "solutions")
     ]
-    dags = dag_pages(DOCS.parent / "dags")  # the course's DAGs, in the checkout
+    dags = dag_pages(DOCS.parent / "dags", solutions)  # the course's DAGs, in the checkout
     log(f"DAGs: {len(dags)} pages")
     experiments = comparison_page(run, log)
     first, rest = list(HAND_WRITTEN.items())[:2], list(HAND_WRITTEN.items())[2:]

@@ -37,7 +37,15 @@ from shared import paths
 from shared.experiments import KERNEL_NAME
 from shared.io import atomic_write_text, tqdm_disable
 from workbook.grading import guard, sandbox
-from workbook.grading.gradebook import FAIL, NOT_RUN, PASS, CheckResult, ExecutionError, Report
+from workbook.grading.gradebook import (
+    FAIL,
+    NOT_RUN,
+    PASS,
+    CheckResult,
+    ExecutionError,
+    Report,
+    WrittenAnswer,
+)
 from workbook.grading.guard import GUARD_MODULE, ROOTS_ENV, SITECUSTOMIZE
 from workbook.grading.sandbox import Limits
 from workbook.grading.suites import LABS, Lab
@@ -115,6 +123,23 @@ def resolve_lab(nb: nbformat.NotebookNode, filename: str, lab_id: str | None) ->
     if found is not None and found.id != lab_id:
         raise GradeInputError(f"{filename} is {found.title}, not lab {lab_id}", "wrong lab")
     return LABS[lab_id]
+
+
+def written_answers(nb: nbformat.NotebookNode, lab: Lab) -> list[WrittenAnswer]:
+    """The learner's answers in words to the lab's questions (the solution notebook says
+    which), read from the submission's answer cells by their ids; pending until scored.
+    Nothing of them runs: they are text for the instructor."""
+    from workbook import labs
+
+    solution = nbformat.read(paths.project_root() / "solutions" / lab.notebook, as_version=4)
+    cells = {c.get("id"): c for c in nb.cells}
+    out = []
+    for q in labs.written_questions(solution):
+        cell = cells.get(f"answer-{q.id}")
+        text = labs.answer_text(cell) if cell is not None else ""
+        # a blank answer scores 0 without the instructor; the others wait for them
+        out.append(WrittenAnswer(q.id, q.prompt, q.points, text, None if text else 0))
+    return out
 
 
 # --------------------------------------------------------------------------- sandbox
@@ -619,6 +644,7 @@ def grade(
     with tempfile.TemporaryDirectory(prefix="workbook-grade-") as tmp:
         # Only box/ is bound into the kernel's view; the log beside it stays the grader's.
         box = make_sandbox(Path(tmp) / "box")
+        report.written = written_answers(nb, lab)
         box["log"] = Path(tmp) / "kernel.log"
         shutil.copyfile(path, box["cwd"] / lab.notebook)
         run_nb, numbers = _prepare(nb, lab, measure)

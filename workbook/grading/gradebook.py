@@ -40,6 +40,25 @@ class ExecutionError:
 
 
 @dataclass
+class WrittenAnswer:
+    """A question the learner answered in words, scored by the instructor (nbgrader's
+    manually graded cells): ``points`` stays None (pending) until the sheet is read back."""
+
+    id: str
+    prompt: str  # the question, as the notebook asks it
+    max_points: int
+    text: str  # what the learner wrote; "" when the cell was left as given
+    points: int | None = None
+    feedback: str = ""
+
+    @property
+    def status(self) -> str:
+        if not self.text:
+            return "blank"
+        return "pending" if self.points is None else "scored"
+
+
+@dataclass
 class Report:
     notebook: str
     lab: str | None
@@ -56,6 +75,33 @@ class Report:
     limits: str = ""  # the limits it ran under
     # figures the measuring checks printed, by check id (Lab 1.2: {"speedrun": {...}})
     measurements: dict[str, Any] = field(default_factory=dict)
+    written: list[WrittenAnswer] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """A report as ``to_dict`` wrote it (a batch's JSON, read back to add the scores of
+        the written answers)."""
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["checks"] = [CheckResult(**c) for c in data.get("checks", [])]
+        fields["errors"] = [ExecutionError(**e) for e in data.get("errors", [])]
+        fields["written"] = [
+            WrittenAnswer(**{k: v for k, v in w.items() if k != "status"})
+            for w in data.get("written", [])
+        ]
+        return cls(**fields)
+
+    @property
+    def written_score(self) -> int:
+        return sum(w.points or 0 for w in self.written)
+
+    @property
+    def written_max(self) -> int:
+        return sum(w.max_points for w in self.written)
+
+    @property
+    def written_pending(self) -> int:
+        """Written answers the instructor has not scored yet (a blank one scores 0)."""
+        return sum(w.points is None for w in self.written)
 
     @property
     def label(self) -> str:
@@ -81,6 +127,10 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.update(score=self.score, max_score=self.max_score, passed=self.passed)
+        for w, answer in zip(out["written"], self.written, strict=True):
+            w["status"] = answer.status
+        out.update(written_score=self.written_score, written_max=self.written_max,
+                   written_pending=self.written_pending)  # fmt: skip
         return out
 
     def summary_line(self) -> str:
@@ -116,6 +166,20 @@ class Report:
             f"  score {self.score}/{self.max_score}; required checks passed: {ok}/{len(required)}"
             f"; {self.seconds:.1f} s"
         )
+        if self.written:
+            lines.append(
+                f"  written answers, scored by the instructor: {self.written_score}/"
+                f"{self.written_max}"
+                + (f", {self.written_pending} pending" if self.written_pending else "")
+            )
+            wide = max(len(w.id) for w in self.written)
+            for w in self.written:
+                got = "–" if w.points is None else str(w.points)
+                words = " ".join(w.text.split())
+                shown = f'"{words[:60]}{"…" if len(words) > 60 else ""}"' if words else ""
+                lines.append(
+                    f"  {w.status.upper():7} {w.id:<{wide}}  {got}/{w.max_points}  {shown}"
+                )
         exercise_errors = [e.cell for e in self.errors if not e.stopped]
         if exercise_errors:  # their checks above say what is wrong
             cells = ", ".join(map(str, exercise_errors))
@@ -154,7 +218,12 @@ def _columns(reports: Sequence[Report]) -> list[str]:
 def table(reports: Sequence[Report]) -> tuple[list[str], list[dict[str, Any]]]:
     """One row per submission, one column per check (pass / fail / not run)."""
     checks = _columns(reports)
+    written: list[str] = []
+    for r in reports:
+        written += [w.id for w in r.written if w.id not in written]
     header = ["submission", "lab", "status", "score", "max_score", "passed", *checks, "error"]
+    if written:
+        header += ["written_score", "written_max", "written_pending", *written]
     header.append("sandbox")
     timed = any("speedrun" in r.measurements for r in reports)
     if timed:
@@ -172,6 +241,13 @@ def table(reports: Sequence[Report]) -> tuple[list[str], list[dict[str, Any]]]:
                 "sandbox": r.sandbox,
             }
         )  # fmt: skip
+        if written:
+            by_q = {w.id: w for w in r.written}
+            rows[-1].update(written_score=r.written_score, written_max=r.written_max,
+                            written_pending=r.written_pending)  # fmt: skip
+            for q in written:
+                w = by_q.get(q)
+                rows[-1][q] = "" if w is None else (w.status if w.points is None else w.points)
         if timed:
             rows[-1]["time_to_99"] = _time_to_99(r)
     return header, rows
@@ -268,8 +344,79 @@ def to_markdown(reports: Sequence[Report]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The columns of the sheet of written answers; the instructor fills in points and feedback.
+SHEET_COLUMNS = ["submission", "lab", "question", "max_points", "prompt", "answer", "points",
+                 "feedback"]  # fmt: skip
+
+
+def sheet_path(out_csv: str | os.PathLike[str]) -> Path:
+    """Where a batch writes its sheet of written answers: beside the CSV."""
+    out_csv = Path(out_csv)
+    return out_csv.with_name(out_csv.stem + "-written.csv")
+
+
+def to_sheet(reports: Sequence[Report]) -> str:
+    """One row per written answer of every submission, for the instructor to score: the
+    question, the learner's words, and empty points and feedback columns (already scored
+    answers keep their points)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SHEET_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in reports:
+        for w in r.written:
+            writer.writerow({k: spreadsheet_safe(v) for k, v in {
+                "submission": r.label, "lab": r.lab or "", "question": w.id,
+                "max_points": w.max_points, "prompt": " ".join(w.prompt.split()),
+                "answer": w.text, "points": "" if w.points is None else w.points,
+                "feedback": w.feedback,
+            }.items()})  # fmt: skip
+    return buf.getvalue()
+
+
+class SheetError(ValueError):
+    """A filled-in sheet that cannot be read back; the message names the row and column."""
+
+
+def merge_sheet(reports: Sequence[Report], sheet: str | os.PathLike[str]) -> int:
+    """Read the instructor's scores from ``sheet`` into ``reports``; returns how many answers
+    got points. Every problem is found before anything changes (SheetError lists them)."""
+    by_key = {(r.label, w.id): w for r in reports for w in r.written}
+    try:
+        rows = list(csv.DictReader(Path(sheet).read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SheetError(f"{sheet}: cannot read it ({exc})") from None
+    problems, updates = [], []
+    for n, row in enumerate(rows, 2):  # row 1 is the header
+        key = (row.get("submission", ""), row.get("question", ""))
+        w = by_key.get(key)
+        if w is None:
+            problems.append(
+                f"{sheet} row {n}: no written answer {key[1]!r} of {key[0]!r} in these results"
+            )
+            continue
+        raw = (row.get("points") or "").strip()
+        if not raw:
+            continue
+        try:
+            points = int(raw)
+        except ValueError:
+            problems.append(f"{sheet} row {n}, points: {raw!r} is not a whole number")
+            continue
+        if not 0 <= points <= w.max_points:
+            problems.append(f"{sheet} row {n}, points: {points} is outside 0..{w.max_points}")
+            continue
+        updates.append((w, points, (row.get("feedback") or "").strip()))
+    if problems:
+        raise SheetError("\n".join(problems))
+    for w, points, feedback in updates:
+        w.points, w.feedback = points, feedback
+    return len(updates)
+
+
 def write_results(reports: Sequence[Report], out_csv: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write the CSV and, beside it, a markdown summary and the full reports as JSON."""
+    """Write the CSV and, beside it, a markdown summary, the full reports as JSON, and the
+    sheet of written answers to score (``sheet_path``), unless one is there already: a
+    sheet the instructor has started filling in is theirs."""
 
     out_csv = Path(out_csv)
     written = {
@@ -280,4 +427,8 @@ def write_results(reports: Sequence[Report], out_csv: str | os.PathLike[str]) ->
     atomic_write_text(written["csv"], to_csv(reports))
     atomic_write_text(written["md"], to_markdown(reports))
     atomic_write_text(written["json"], json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
+    if any(r.written for r in reports):
+        written["sheet"] = sheet_path(out_csv)
+        if not written["sheet"].exists():
+            atomic_write_text(written["sheet"], to_sheet(reports))
     return written

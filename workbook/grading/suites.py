@@ -13,6 +13,7 @@ to be right.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,18 +73,29 @@ def _public(check_fn, id: str, points: int, needs: tuple[str, ...], call, **kw) 
 # --------------------------------------------------------------------------- 00 habits
 
 
-def _write_totals_replaces(ns: Namespace) -> None:
+def _writer_unseen_cases(ns: Namespace) -> None:
+    """The writer on cases the notebook never shows: a crash before the first value where
+    there was no file yet (none must appear), then a long stream, then a shorter one."""
     import tempfile
     from pathlib import Path
 
+    write = ns["write_totals"]
     with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp) / "fresh.csv"
+        with contextlib.suppress(checks.SourceFailed):
+            write(fresh, checks.values_then_failure([]))
+        leftover = fresh.read_text() if fresh.is_file() else None
+        assert leftover is None, (
+            f"a crash before the first value left a file holding {leftover!r} where there was "
+            "none: the next task would take it for the day's data"
+        )
         path = Path(tmp) / "totals.csv"
-        ns["write_totals"](path, [1, 2, 3])
-        ns["write_totals"](path, [4])
+        write(path, list(range(500)))
+        write(path, [4, 5])
         got = path.read_text()
-    assert got.splitlines() == ["4"], (
-        f"after writing [1, 2, 3] then [4] the file holds {got!r}; expected the one line '4': "
-        "each run replaces the whole file (open with 'w'), one value per line"
+    assert got.splitlines() == ["4", "5"], (
+        f"after writing 500 values, then [4, 5], the file holds {len(got.splitlines())} lines "
+        "beginning " + repr(got[:20]) + ": each run replaces the whole file"
     )
 
 
@@ -97,14 +109,32 @@ def _partition_rejects_impossible_dates(ns: Namespace) -> None:
         f"partition_path('lake', 'features', '2024-02-29') returned {got!r}; a leap day is a "
         "real date: expected Path('lake/features/2024-02-29')"
     )
-    for bad in ("2024-02-30", "2024-13-01"):
+    for bad in ("2024-02-30", "2023-02-29", "2024-13-01", "2024-1-05", "2024-01-05 ",
+                "2024-01-05T00:00:00", ""):  # fmt: skip
         try:
             func("lake", "features", bad)
         except ValueError:
             continue
         raise AssertionError(
-            f"{bad!r} was accepted; parse ds as a real date (dt.date.fromisoformat)"
+            f"{bad!r} was accepted: it is not a real date spelled as {{{{ ds }}}} spells one; "
+            "raise ValueError for it"
         )
+
+
+def _settings_unseen_configs(ns: Namespace) -> None:
+    names = checks.settings_names(ns["belongs_in_config"])
+    problems = checks.settings_problems(names, ns["settings_from_config"], [
+        ["training.learning_rate=0.5", "training.batch_size=8", "training.epochs=1"],
+        ["training.learning_rate=3e-4", "training.batch_size=1024", "training.epochs=12"],
+    ])  # fmt: skip
+    assert not problems, problems[0]
+
+
+def _unsure_unseen_cases(ns: Namespace) -> None:
+    problems = checks.unsure_problems(
+        ns["unsure_explicit"], [([], 0.5), ([0.0, 1.0, 0.5], 0.5), ([0.3, 0.2], 0.0), ([0.9], 1.0)]
+    )
+    assert not problems, problems[0]
 
 
 # --------------------------------------------------------------------------- 01 Airflow
@@ -165,6 +195,33 @@ def _dag_partitions_by_date(ns: Namespace) -> None:
         "a second run of the same day changed its files: tasks must overwrite, and draw their "
         "numbers from a generator seeded by ds"
     )
+
+
+def _refuses_a_run_without_a_date(ns: Namespace) -> None:
+    """make_numbers in a run without a logical date (ds None): it must fail for good (no
+    retry brings a date), before it writes anything."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    dag = _dag_file(ns).dags.get("lab1_1_first_dag")
+    assert dag is not None, "no DAG with dag_id 'lab1_1_first_dag' in the draft file"
+    raw = paths.data_root() / "lab1_1" / "raw"
+    before = sorted(p.name for p in raw.iterdir()) if raw.is_dir() else []
+    try:
+        dag.task_dict["make_numbers"].python_callable(ds=None)
+    except AirflowFailException:
+        pass
+    except Exception as exc:
+        raise AssertionError(
+            f"in a run without a logical date make_numbers raised {type(exc).__name__}: "
+            f"{str(exc)[:120]}; Airflow would retry it, and a retry brings no date either"
+        ) from None
+    else:
+        raise AssertionError(
+            "in a run without a logical date (ds None) make_numbers carried on: it must fail "
+            "at once, saying a logical date is needed"
+        )
+    after = sorted(p.name for p in raw.iterdir()) if raw.is_dir() else []
+    assert after == before, f"it wrote {sorted(set(after) - set(before))} before failing"
 
 
 def _cron_long_horizon(ns: Namespace) -> None:
@@ -272,8 +329,10 @@ def _config_changes_only_what_was_asked(ns: Namespace) -> None:
         mine = load_config_text(ns["my_config_yaml"]).model_dump(exclude={"output"})
     except ConfigError as exc:
         raise AssertionError(f"your config does not load: {str(exc).split(': ', 1)[-1]}") from None
-    asked = ["model.name=mlp", "training.learning_rate=0.005", "training.epochs=1"]
     default = project_root() / "configs" / "default.yaml"
+    base = load_config(default).training
+    asked = ["model.name=mlp", "model.hidden_sizes=[256, 64]",
+             f"training.epochs={3 * base.epochs}", f"training.learning_rate={round(base.learning_rate / 10, 12)}"]  # fmt: skip
     expected = load_config(default, asked).model_dump(exclude={"output"})
     extra = sorted(
         f"{section}.{key}"
@@ -283,8 +342,8 @@ def _config_changes_only_what_was_asked(ns: Namespace) -> None:
         if mine[section][key] != values[key]
     ) + sorted(k for k, v in expected.items() if not isinstance(v, dict) and mine[k] != v)
     assert not extra, (
-        f"your config also changes {', '.join(extra)}: extend default.yaml and set only "
-        "model.name, training.learning_rate and training.epochs"
+        f"your config also changes {', '.join(extra)}, which the question does not ask for: "
+        "an experiment that changes more than it says cannot answer its question"
     )
 
 
@@ -315,6 +374,21 @@ def _trainer_unseen_configs(ns: Namespace) -> None:
         f"the two-layer MLP config reached {accuracy:.1%} test accuracy; expected at least "
         "60%: is the loss going down (train_loss in your history)?"
     )
+    for optimizer in ("sgd", "adamw", "adadelta"):
+        config = load_config(default, [*UNSEEN_CONFIGS[1], f"training.optimizer={optimizer}",
+                                       "training.progress=false"])  # fmt: skip
+        try:
+            ns["train_from_config"](config)
+        except ValueError as exc:
+            assert optimizer in str(exc), (
+                f"training.optimizer={optimizer}: your ValueError says {str(exc)[:80]!r}; "
+                "name the value you cannot honour"
+            )
+            continue
+        raise AssertionError(
+            f"with training.optimizer: {optimizer} your trainer trained anyway: a config it "
+            "cannot honour must stop it with a ValueError, not run another experiment"
+        )
 
 
 # --------------------------------------------------------------------------- the suites
@@ -327,18 +401,29 @@ _LAB_0 = (
             lambda ns: checks.lifecycle_quiz(ns["loop_of"])),
     _public(checks.tool_quiz, "tool_quiz", 1, ("tool_of",),
             lambda ns: checks.tool_quiz(ns["tool_of"])),
-    _public(checks.idempotent_writer, "idempotent_writer", 1, ("write_totals",),
-            lambda ns: checks.idempotent_writer(ns["write_totals"])),
-    Check("write_replaces", "a second write replaces the first (hidden case)", 1,
-          ("write_totals",), _write_totals_replaces, public=False),
+    _public(checks.crash_safe_writer, "crash_safe_writer", 2, ("write_totals",),
+            lambda ns: checks.crash_safe_writer(ns["write_totals"])),
+    Check("writer_unseen_cases", "a crash before the first value leaves no file; a long "
+          "stream is replaced by a short one (hidden)", 1, ("write_totals",),
+          _writer_unseen_cases, public=False),
     _public(checks.partition_path, "partition_path", 1, ("partition_path",),
             lambda ns: checks.partition_path(ns["partition_path"])),
     Check("real_dates_only", "partition path accepts real dates only (hidden cases)", 1,
           ("partition_path",), _partition_rejects_impossible_dates, public=False),
-    _public(checks.settings_from_config, "settings_from_config", 1, ("optimizer_settings",),
-            lambda ns: checks.settings_from_config(ns["optimizer_settings"])),
-    _public(checks.explicit_accuracy, "explicit_accuracy", 1, ("accuracy",),
-            lambda ns: checks.explicit_accuracy(ns["accuracy"])),
+    _public(checks.settings_from_config, "settings_from_config", 1,
+            ("belongs_in_config", "settings_from_config"),
+            lambda ns: checks.settings_from_config(ns["belongs_in_config"],
+                                                   ns["settings_from_config"])),
+    Check("settings_unseen_configs", "the settings follow configs the notebook never shows "
+          "(hidden)", 1, ("belongs_in_config", "settings_from_config"),
+          _settings_unseen_configs, public=False),
+    _public(checks.hidden_global, "hidden_global", 1,
+            ("hidden_global", "unsure_explicit", "normalise", "accuracy", "unsure"),
+            lambda ns: checks.hidden_global(
+                ns["hidden_global"], ns["unsure_explicit"],
+                {n: ns[n] for n in ("normalise", "accuracy", "unsure")})),
+    Check("unsure_unseen_cases", "unsure_explicit on empty lists and edge thresholds "
+          "(hidden)", 1, ("unsure_explicit",), _unsure_unseen_cases, public=False),
 )
 _LAB_1_1 = (
     _public(checks.cron_expressions, "cron_expressions", 2, ("cron",),
@@ -351,8 +436,10 @@ _LAB_1_1 = (
             lambda ns: checks.all_succeeded(ns["states"])),
     Check("partitions_by_date", "the DAG writes a new day's partitions, rerun-safe (hidden: "
           "runs 2024-03-15)", 3, ("draft",), _dag_partitions_by_date, public=False, timeout=180),
-    _public(checks.debugged_dag, "debugged_dag", 2, ("debug_file", "debug_bag", "debug_tries"),
-            lambda ns: checks.debugged_dag(ns["debug_bag"], ns["debug_tries"]), timeout=180),
+    Check("no_logical_date", "a run without a logical date fails at once, for good, before "
+          "writing (hidden)", 1, ("draft",), _refuses_a_run_without_a_date, public=False),
+    _public(checks.debugged_dag, "debugged_dag", 3, ("debug_file", "evidence"),
+            lambda ns: checks.debugged_dag(ns["debug_file"], ns["evidence"]), timeout=240),
 )
 _LAB_1_2 = (
     _public(checks.flatten_batch, "flatten", 1, ("flatten",),
@@ -389,13 +476,15 @@ _LAB_1_2 = (
 _LAB_1_3 = (
     _public(checks.my_config, "my_config", 3, ("my_config_yaml",),
             lambda ns: checks.my_config(ns["my_config_yaml"])),
-    Check("only_what_was_asked", "your config changes nothing else (hidden)", 1,
-          ("my_config_yaml",), _config_changes_only_what_was_asked, public=False,
-          required=False),
+    Check("only_what_was_asked", "your config changes nothing the question does not ask for "
+          "(hidden)", 1, ("my_config_yaml",), _config_changes_only_what_was_asked, public=False),
     _public(checks.config_trainer, "config_trainer", 4, ("train_from_config",),
             lambda ns: checks.config_trainer(ns["train_from_config"])),
     Check("trainer_unseen_configs", "train_from_config follows configs the notebook never "
-          "shows (hidden)", 3, ("train_from_config",), _trainer_unseen_configs, public=False),
+          "shows, and refuses optimizers it does not know (hidden)", 3, ("train_from_config",),
+          _trainer_unseen_configs, public=False),
+    _public(checks.my_experiments, "my_experiments", 2, ("mine_dir",),
+            lambda ns: checks.my_experiments(ns["mine_dir"])),
 )
 # fmt: on
 
