@@ -22,8 +22,13 @@ class CheckFailed(AssertionError):
     """A self-check failed; the message says what was expected and how to fix it."""
 
 
-def _check(what: str):
-    """Decorator: name the check, turn NotImplementedError into a hint, print ✓ on success."""
+def _check(what: str, crashed: str = ""):
+    """Decorator: name the check, turn NotImplementedError into a hint, print ✓ on success.
+
+    When the learner's own code raises inside the check (a model that does not flatten dies
+    in its first layer), the failure says so with the learner's line and ``crashed``, the
+    check's diagnosis, instead of a traceback through this module. In a notebook, a failed
+    check shows as its message alone (``_quiet_tracebacks``)."""
 
     def wrap(func):
         @functools.wraps(func)
@@ -31,18 +36,60 @@ def _check(what: str):
             try:
                 result = func(*args, **kwargs)
             except NotImplementedError as exc:
-                raise CheckFailed(f"{what}: {unwritten(exc)}") from None
-            except CheckFailed:
-                raise
+                message = f"{what}: {unwritten(exc)}"
+            except CheckFailed as exc:
+                message = str(exc)
             except AssertionError as exc:
-                raise CheckFailed(f"{what}: {exc}") from None
-            print(f"✓ {what}")
-            return result
+                message = f"{what}: {exc}"
+            except Exception as exc:  # the learner's code raised while being checked
+                message = f"{what}: {crash_report(exc)}" + (f"; {crashed}" if crashed else "")
+            else:
+                print(f"✓ {what}")
+                return result
+            _quiet_tracebacks()
+            raise CheckFailed(message) from None
 
         run.what = what
         return run
 
     return wrap
+
+
+def crash_report(exc: BaseException) -> str:
+    """ "your code raised X: message, at <the learner's line>": the innermost frame of the
+    traceback that is not this module's, torch's or the standard library's, where the
+    learner can look."""
+    import linecache
+    import sysconfig
+    import traceback
+
+    skip = (str(Path(__file__).resolve().parent), sysconfig.get_paths()["stdlib"],
+            sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])  # fmt: skip
+    where = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if not frame.filename.startswith(skip):
+            line = (frame.line or linecache.getline(frame.filename, frame.lineno)).strip()
+            where = f", at `{line}`" if line else f", at line {frame.lineno}"
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"your code raised {type(exc).__name__}: {first}{where}"
+
+
+def _quiet_tracebacks() -> None:
+    """In a notebook kernel, show a failed check as its message alone: its traceback would
+    lead through this module's internals, which is not where the learner's mistake is."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or getattr(shell, "_workbook_quiet_checks", False):
+        return
+
+    def message_only(self, etype, value, tb, tb_offset=None):
+        self.showtraceback((etype, value, None), tb_offset=0)
+
+    shell.set_custom_exc((CheckFailed,), message_only)
+    shell._workbook_quiet_checks = True
 
 
 def _fail(message: str):
@@ -656,7 +703,11 @@ def refused_by_safe_load(path) -> None:
         )
 
 
-@_check("model maps a batch of images to 10 logits")
+@_check(
+    "model maps a batch of images to 10 logits",
+    crashed="it died on a batch of shape (64, 1, 28, 28): does your model flatten each image "
+    "before its first Linear layer, and does each layer take the size the last one gave?",
+)
 def model_output(model) -> None:
     import torch
 

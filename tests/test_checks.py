@@ -562,3 +562,24 @@ def test_speedrun_names_what_is_wrong(net, recipe, message, mnist_root):
     with pytest.raises(checks.CheckFailed) as err:
         checks.speedrun(net, recipe, subset=1200)
     assert message in str(err.value)
+
+
+class _NoFlatten(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+
+    def forward(self, x):
+        # the learner's line the diagnosis must quote:
+        return self.fc(x)
+
+
+def test_a_crash_inside_a_check_is_diagnosed_with_the_learners_line():
+    """An MLP that forgets to flatten dies inside PyTorch: the check says so in one message,
+    the learner's line and its own diagnosis, not a traceback through the checks."""
+    with pytest.raises(checks.CheckFailed) as err:
+        checks.model_output(_NoFlatten())
+    message = str(err.value)
+    assert "your code raised RuntimeError: mat1 and mat2 shapes cannot be multiplied" in message
+    assert "at `return self.fc(x)`" in message and "flatten each image" in message
+    assert err.value.__suppress_context__ and err.value.__cause__ is None
