@@ -85,7 +85,10 @@ def format_import_error(path: str | os.PathLike[str], text: str) -> str:
         if frame and Path(frame["file"]).name == name:
             code = lines[i + 1].strip() if i + 1 < len(lines) else ""
             where = f"{name}, line {frame['line']}: {code}\n"
-    starts = [i for i, line in enumerate(lines) if _EXCEPTION.match(line)]
+    # A parse stopped by the import timeout may go on to fail inside the library it was
+    # importing (a chained exception): the timeout is what went wrong, so it is the error.
+    starts = [i for i, line in enumerate(lines) if "DagBag import timeout" in line]
+    starts = starts or [i for i, line in enumerate(lines) if _EXCEPTION.match(line)]
     error = "\n".join(lines[starts[-1] :] if starts else lines[-1:])
     error = re.sub(r"(?:/[^\s/]+)+/" + re.escape(name), name, error)
     return where + re.sub(r",? PID: \d+", "", error)
@@ -100,13 +103,14 @@ def first_import_error(bag) -> str | None:
 
 
 def parse_in_fresh_process(
-    path: str | os.PathLike[str], import_timeout: float | None = None
+    path: str | os.PathLike[str], import_timeout: float | None = None, raw: bool = False
 ) -> str | None:
     """Parse one DAG file as the dag-processor does, in a fresh Python process where nothing
     is imported yet, with ``[core] dagbag_import_timeout`` set to ``import_timeout`` seconds
     when given (30 by default); the first import error (``format_import_error``), or None.
     In a notebook kernel, a module such as torch stays imported after its first import,
-    so only a fresh process shows what a parse costs."""
+    so only a fresh process shows what a parse costs. ``raw``: the whole error as Airflow
+    recorded it (its traceback), instead of the lines a learner needs."""
     import json
 
     probe = (
@@ -121,9 +125,18 @@ def parse_in_fresh_process(
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     if done.returncode != 0:
-        raise RuntimeError(f"parsing {path} failed: {done.stderr.strip()[-500:]}")
+        # The import timeout's alarm can go off just as the parse ends, outside the code that
+        # records it as an import error: the process dies of it. It is the same report.
+        stopped = [line for line in done.stderr.splitlines() if "DagBag import timeout" in line]
+        if not stopped:
+            raise RuntimeError(f"parsing {path} failed: {done.stderr.strip()[-500:]}")
+        text = done.stderr.strip() if raw else stopped[-1].strip()
+        return text if raw else format_import_error(path, text)
     errors = json.loads(done.stdout.strip().splitlines()[-1])
-    return format_import_error(path, next(iter(errors.values()))) if errors else None
+    if not errors:
+        return None
+    text = next(iter(errors.values()))
+    return text if raw else format_import_error(path, text)
 
 
 def parse_seconds(*dag_files: str | os.PathLike[str]) -> dict[str, float]:

@@ -323,6 +323,10 @@ def _expected(err: Mapping[str, Any]) -> str:
         return _unknown_key(err["loc"])
     if kind == "union_tag_invalid":
         return f"unknown model {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        # a model section replaces the base's whole (its keys depend on which model it is)
+        return (f"no name: say which model this section is (name: mlp or name: cnn); a "
+                f"model: section replaces its base's whole, so it restates the name; got {got!r}")  # fmt: skip
     if kind == "missing":
         return "required key is missing"
     return f"{err['msg'].lower()}; got {got!r}"

@@ -109,6 +109,10 @@ class Schedule:
 def make_schedule(
     optimizer: torch.optim.Optimizer, cfg: TrainingConfig, steps_per_epoch: int
 ) -> Schedule:
+    """The learning-rate schedule ``cfg.scheduler`` names, for ``cfg.epochs`` epochs of
+    ``steps_per_epoch`` optimizer steps. Hand it to ``train_one_epoch``, which steps the
+    per-batch kinds (onecycle, cosine) after every batch, and call its ``epoch_done()`` after
+    each epoch, which steps the per-epoch kind (step); ``none`` does nothing either way."""
     total = cfg.epochs * steps_per_epoch
     if cfg.scheduler == "onecycle":
         # cycle_momentum=False: by default OneCycleLR also cycles momentum (Adam's beta1,
@@ -140,7 +144,10 @@ def train_one_epoch(
     desc: str = "train",
     after_step: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``batches``; returns mean loss, accuracy, sample count and seconds.
+    """One pass over ``batches`` (any iterable of ``(images, labels)`` pairs: a DataLoader,
+    or the package's tensor batches), each moved to ``device``; steps ``schedule`` after
+    every batch when it is a per-batch one. Returns {"loss": mean loss per sample,
+    "accuracy", "samples", "seconds"}.
 
     ``after_step(i)``, if given, runs after optimizer step i (the benchmark evaluates there).
     """

@@ -256,6 +256,11 @@ WRONG_SHAPES = {
         ("hint", {"cron": {}}),
     ],
     "mlp_layer_sizes": [("hint", {"MyMLP": lambda: __import__("torch").nn.Linear(784, 10)})],
+    "optim_unseen_cases": [("raised", {"BasicOptim": lambda params, lr: None})],
+    "log_softmax_unseen_cases": [
+        ("hint", {"log_softmax": lambda logits: logits}),
+        ("hint", {"log_softmax": lambda logits: [0.0]}),
+    ],
     "only_what_was_asked": [
         ("hint", {"my_config_yaml": 5}),
         ("hint", {"my_config_yaml": "model: [1]"}),
@@ -583,3 +588,110 @@ def test_a_crash_inside_a_check_is_diagnosed_with_the_learners_line():
     assert "your code raised RuntimeError: mat1 and mat2 shapes cannot be multiplied" in message
     assert "at `return self.fc(x)`" in message and "flatten each image" in message
     assert err.value.__suppress_context__ and err.value.__cause__ is None
+
+
+class _Optim:
+    def __init__(self, params, lr):
+        self.params, self.lr = list(params), lr
+
+    def step(self):
+        with torch.no_grad():
+            for p in self.params:
+                p -= self.lr * p.grad
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+
+class _Uphill(_Optim):
+    def step(self):
+        with torch.no_grad():
+            for p in self.params:
+                p += self.lr * p.grad
+
+
+class _Recording(_Optim):
+    def step(self):
+        for p in self.params:
+            p -= self.lr * p.grad
+
+
+class _Rebinding(_Optim):
+    def step(self):
+        for p in self.params:
+            p = p - self.lr * p.grad  # noqa: PLW2901
+
+
+class _Keeping(_Optim):
+    def zero_grad(self):
+        pass
+
+
+class _ZeroingInPlace(_Optim):  # another correct style: zero the gradients in place
+    def zero_grad(self):
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.zero_()
+
+
+@pytest.mark.parametrize(
+    ("optim", "message"),
+    [
+        (_Uphill, "which way does a step go"),
+        (_Recording, "where does autograd stop recording"),
+        (_Rebinding, "the weights have not moved"),
+        (_Keeping, "still holds the last step's gradient"),
+    ],
+)
+def test_basic_optim_names_each_mistake(optim, message):
+    with pytest.raises(checks.CheckFailed, match=message):
+        checks.basic_optim(optim)
+
+
+def test_basic_optim_accepts_another_correct_style(capsys):
+    checks.basic_optim(_Optim)
+    checks.basic_optim(_ZeroingInPlace)
+    assert capsys.readouterr().out.count("✓") == 2
+
+
+def _naive(z):
+    return torch.log(torch.exp(z) / torch.exp(z).sum(dim=1, keepdim=True))
+
+
+def _global_max(z):
+    s = z - z.max()
+    return s - s.exp().sum(dim=1, keepdim=True).log()
+
+
+def _no_keepdim(z):
+    s = z - z.max(dim=1).values
+    return s - s.exp().sum(dim=1).log()
+
+
+def _wrong_dim(z):
+    s = z - z.max(dim=1, keepdim=True).values
+    return s - s.exp().sum(dim=0, keepdim=True).log()
+
+
+def _logsumexp(z):  # another correct style
+    return z - torch.logsumexp(z, dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize(
+    ("func", "message"),
+    [
+        (_naive, "inf or nan"),
+        (_global_max, "inf or nan"),  # rows of very different scales underflow
+        (_no_keepdim, "do the shapes still line up"),
+        (_wrong_dim, "over which dimension"),
+    ],
+)
+def test_log_softmax_names_each_mistake(func, message):
+    with pytest.raises(checks.CheckFailed, match=message):
+        checks.stable_log_softmax(func)
+
+
+def test_log_softmax_accepts_logsumexp(capsys):
+    checks.stable_log_softmax(_logsumexp)
+    assert "✓" in capsys.readouterr().out

@@ -79,6 +79,8 @@ BAD = {
     ),
     "batch-zero": ("training:\n  batch_size: 0\n", "training.batch_size"),
     "unknown-model": ("model:\n  name: resnet\n", "model.name: unknown model 'resnet'"),
+    # a model section replaces its base's whole: one without a name says which it lacks
+    "model-without-name": ("model:\n  fc: 64\n", "model: no name: say which model"),
     "unknown-optimizer": (
         "training:\n  optimizer: rmsprop\n",
         "training.optimizer: input should be 'adam'",

@@ -209,3 +209,16 @@ def test_no_generated_lab_holds_an_answer(path):
     for written in labs.written_questions(nbformat.read(path, as_version=4)):
         first = " ".join(written.model.splitlines()[0].split())
         assert first not in everything, f"{written.id}: the lab holds its model answer"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_every_numbered_section_ends_with_a_summary(path):
+    """d2l's habit: each "## N." section closes with a short **Summary.** paragraph."""
+    text = "\n".join(
+        c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"
+    )
+    sections = re.split(r"^(?=## )", text, flags=re.M)
+    numbered = [s for s in sections if re.match(r"## \d+\. ", s)]
+    assert numbered, "the notebook has numbered sections"
+    missing = [s.splitlines()[0] for s in numbered if "**Summary.**" not in s]
+    assert missing == [], f"sections without a summary: {missing}"

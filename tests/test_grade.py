@@ -549,7 +549,7 @@ def test_a_batch_finishes_with_a_line_per_submission_and_its_tables(batch):
     assert "\r" not in out.stderr and "grading:" not in out.stderr
     assert "not_json.ipynb: not graded (unreadable)" in out.stdout  # a line per submission
     assert (
-        "patches_the_check.ipynb: 10/20 fail: train_loop, fit_loop, learns_mnist, "
+        "patches_the_check.ipynb: 16/26 fail: train_loop, fit_loop, learns_mnist, "
         "training_script, script_unseen_config" in out.stdout
     )
     assert len(reports) == len(BUGS) + 4
@@ -790,7 +790,7 @@ def test_written_answers_are_read_from_the_learners_answer_cells():
     assert "results.csv" in written["q1-retry"].prompt  # the question, for the sheet
 
 
-def _report(name: str, text: str) -> gradebook.Report:
+def _written_report(name: str, text: str) -> gradebook.Report:
     return gradebook.Report(
         f"{name}.ipynb", "0", name=f"{name}.ipynb",
         checks=[gradebook.CheckResult("c", "a check", gradebook.PASS, 2, 2, True, True)],
@@ -803,7 +803,7 @@ def test_the_sheet_of_written_answers_round_trips_through_manual(tmp_path):
     `workbook grade --manual SHEET` merges them, refusing a bad row before changing anything."""
     import csv as csv_lib
 
-    reports = [_report("alice", "Because the seed."), _report("bob", "")]
+    reports = [_written_report("alice", "Because the seed."), _written_report("bob", "")]
     out = tmp_path / "results.csv"
     written = gradebook.write_results(reports, out)
     sheet = written["sheet"]

@@ -45,6 +45,13 @@ def solution_lines(name: str) -> tuple[set[str], set[str]]:
 # ------------------------------------------------------------------ pieces, no kernel
 
 
+def test_maths_becomes_mathml_outside_code_only():
+    text = site.maths_to_mathml("For $f(x) = x^3$, in `x = $y$` and for $5 and $6:\n$$a^2$$")
+    assert text.count("<math") == 2 and 'display="block"' in text
+    assert "`x = $y$`" in text and "$5 and $6" in text
+    assert "<mi>f</mi>" in text and "<msup><mi>x</mi><mn>3</mn></msup>" in text
+
+
 def test_markdown_cell_turns_details_into_collapsed_admonitions_and_copies_pictures(tmp_path):
     (tmp_path / "docs" / "images").mkdir(parents=True)
     (tmp_path / "docs" / "images" / "ui.png").write_bytes(b"\x89PNG fake")
@@ -313,6 +320,15 @@ def test_the_site_builds_from_current_runs_and_every_page_works_in_chromium(
             png = browser.screenshot(ARTIFACTS / shot)
             assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24])[0] == 1400
             print(f"screenshot: {ARTIFACTS / shot}")
+        browser.open(base + "/labs/02_lab1_2_pytorch_training/")
+        # the maths is MathML the browser lays out: no script, no raw LaTeX left on the page
+        maths = browser.evaluate(
+            "(() => ({n: document.querySelectorAll('article math').length,"
+            " sized: [...document.querySelectorAll('article math')].every("
+            "m => m.getBoundingClientRect().width > 0),"
+            " raw: document.querySelector('article').innerText.includes('$f(x)')}))()"
+        )
+        assert maths["n"] >= 2 and maths["sized"] and not maths["raw"], maths
         browser.open(base + "/")
         hits = browser.evaluate(_SEARCH)
         assert hits, "offline search found nothing for 'checkpoint'"

@@ -132,7 +132,32 @@ def markdown_cell(source: str, notebook: Path) -> tuple[str, dict[str, bytes]]:
         return f"{m[1]}../images/{source.name}{m[3]}"
 
     text = _DETAILS.sub(details, source)
-    return _IMAGE_LINK.sub(image, text), files
+    return maths_to_mathml(_IMAGE_LINK.sub(image, text)), files
+
+
+#: Code in Markdown, where a dollar sign is a dollar sign: fenced blocks and inline spans.
+_CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
+#: $$display$$ and $inline$ maths (an inline one starts and ends with a non-space, so a
+#: price such as "$5 and $6" is not taken for maths).
+_MATHS = re.compile(
+    r"\$\$(?P<block>.+?)\$\$|(?<![\\$])\$(?P<inline>[^\s$](?:[^$\n]*[^\s$\\])?)\$", re.S
+)
+
+
+def maths_to_mathml(text: str) -> str:
+    """``$...$`` and ``$$...$$`` in Markdown as MathML, converted here with latex2mathml:
+    browsers draw MathML themselves, so the page needs no script and works offline (the
+    notebooks' maths is written for JupyterLab, which renders the same LaTeX)."""
+    from latex2mathml.converter import convert
+
+    def one(m: re.Match) -> str:
+        if m["block"] is not None:
+            return convert(m["block"].strip(), display="block")
+        return convert(m["inline"], display="inline")
+
+    parts = _CODE.split(text)
+    # the odd items are code: left as they are
+    return "".join(p if i % 2 else _MATHS.sub(one, p) for i, p in enumerate(parts))
 
 
 def _output_text(text: str, root: str | None) -> str:

@@ -281,6 +281,24 @@ def _learns_mnist(ns: Namespace) -> None:
     )
 
 
+def _optim_unseen_cases(ns: Namespace) -> None:
+    """BasicOptim at learning rates and lengths the notebook never shows."""
+    for lr, steps in ((0.01, 20), (0.3, 3)):
+        problems = checks.optim_problems(ns["BasicOptim"], lr, steps)
+        assert not problems, f"at lr {lr}: {problems[0]}"
+
+
+def _log_softmax_unseen_cases(ns: Namespace) -> None:
+    """log_softmax on rows the notebook never shows: one row, one class, very negative
+    logits, rows of very different scales."""
+    import torch
+
+    for logits in (torch.tensor([[-1000.0, -1001.0, -999.0]]), torch.tensor([[5.0], [7.0]]),
+                   torch.tensor([[0.0, 0.0], [-800.0, 800.0], [3.0, -3.0]])):  # fmt: skip
+        problems = checks.log_softmax_problems(ns["log_softmax"], logits)
+        assert not problems, problems[0]
+
+
 def _mlp_layer_sizes(ns: Namespace) -> None:
     model = ns["MyMLP"]()
     n = sum(p.numel() for p in model.parameters())
@@ -446,6 +464,14 @@ _LAB_1_2 = (
             lambda ns: checks.flatten_batch(ns["flatten"])),
     _public(checks.gradient, "gradient", 1, ("grad_by_hand", "grad_by_autograd"),
             lambda ns: checks.gradient(ns["grad_by_hand"], ns["grad_by_autograd"])),
+    _public(checks.basic_optim, "basic_optim", 2, ("BasicOptim",),
+            lambda ns: checks.basic_optim(ns["BasicOptim"])),
+    Check("optim_unseen_cases", "BasicOptim at other learning rates and lengths (hidden)", 1,
+          ("BasicOptim",), _optim_unseen_cases, public=False),
+    _public(checks.stable_log_softmax, "log_softmax", 2, ("log_softmax",),
+            lambda ns: checks.stable_log_softmax(ns["log_softmax"])),
+    Check("log_softmax_unseen_cases", "log_softmax on rows of other shapes and scales "
+          "(hidden)", 1, ("log_softmax",), _log_softmax_unseen_cases, public=False),
     _public(checks.model_output, "model_output", 2, ("MyMLP",),
             lambda ns: checks.model_output(ns["MyMLP"]())),
     Check("mlp_layer_sizes", "MyMLP has the 784→128→10 layers asked for", 1, ("MyMLP",),
