@@ -695,3 +695,17 @@ def test_log_softmax_names_each_mistake(func, message):
 def test_log_softmax_accepts_logsumexp(capsys):
     checks.stable_log_softmax(_logsumexp)
     assert "✓" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.airflow
+def test_debug_evidence_may_be_copied_from_what_the_parse_cell_prints(dagbag):
+    """The lab's parse cell prints the error with the file's name first; the traceback has
+    the exception's own line: a line copied from either counts, a made-up one does not."""
+    printed = "lab1_1_debug_me.py: airflow.sdk.exceptions.AirflowTaskTimeout: DagBag import timeout"
+    raw = "airflow.sdk.exceptions.AirflowTaskTimeout: DagBag import timeout for lab1_1_debug_me.py"
+    others = ["ImportError: cannot import name 'days_ago'", "ConnectionError: report server busy"]
+    for line in (printed, raw):
+        assert checks.evidence_problems([line, *others]) == []
+    made_up = checks.evidence_problems(["the parse was too slow", *others])
+    assert any("is not a line Airflow printed" in p for p in made_up)
