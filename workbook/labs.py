@@ -180,6 +180,26 @@ def stub_source(source: str, where: str = "") -> tuple[str, int]:
     return text, len(regions)
 
 
+def cell_python(source: str) -> ast.Module | None:
+    """A code cell's source parsed as Python, its magics and shell lines blanked; None when
+    it is not Python (a ``%%writefile`` cell's YAML, a syntax error)."""
+    code = "\n".join(
+        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
+    )
+    try:
+        return ast.parse(code)
+    except SyntaxError:
+        return None
+
+
+def names_used(source: str) -> set[str]:
+    """The names a code cell reads."""
+    tree = cell_python(source)
+    if tree is None:
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
 def defined_names(source: str) -> set[str]:
     """Names a code cell binds at its top level (assignments, loops, imports, def, class,
     inside ``with``/``if``/``try`` too, not inside functions), and the file variable of a
@@ -188,12 +208,8 @@ def defined_names(source: str) -> set[str]:
     magic = re.match(r"%%writefile\s+(?:-a\s+)?\{(\w+)\}", first)
     if magic:
         return {magic[1]}
-    code = "\n".join(
-        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
-    )
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
+    tree = cell_python(source)
+    if tree is None:
         return set()
     names: set[str] = set()
     stack: list[ast.AST] = list(tree.body)

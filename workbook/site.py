@@ -294,7 +294,7 @@ def notebook_page(
                     "success",
                 )
             )  # fmt: skip
-        if not solutions and theirs & _names_used(cell.source):
+        if not solutions and theirs & labs.names_used(cell.source):
             parts.append("*This cell runs your code: its output appears when you run it.*")
             continue
         text, pics = outputs_markdown(run_code[i].outputs, f"{slug}/cell{i}", root)
@@ -305,20 +305,6 @@ def notebook_page(
         f"{slug}.md", title or lab_path.stem, "\n\n".join(parts) + "\n", files,
         f"solutions/{solution_path.name} (the learner's cells from labs/{lab_path.name})",
     )  # fmt: skip
-
-
-def _names_used(source: str) -> set[str]:
-    """The names a code cell reads (magics and shell lines left out)."""
-    import ast
-
-    code = "\n".join(
-        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
-    )
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return set()
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
 def _written_answer(written, solutions: bool) -> str:
