@@ -534,11 +534,11 @@ def debug_texts() -> list[str]:
                 dag = airflow_local.load_dag_file(file).get_dag("lab1_1_debug_me")
                 found.append(airflow_local.run_dag_logged(dag, "2024-01-01")[1])
             else:
-                # what the lab's parse cell prints, and the whole error as Airflow recorded
-                # it: the learner may copy a line of either
-                shown = airflow_local.parse_in_fresh_process(file, DEBUG_IMPORT_TIMEOUT)
+                # the whole error as Airflow recorded it, and what the lab's parse cell prints
+                # of it: the learner may copy a line of either
                 error = airflow_local.parse_in_fresh_process(file, DEBUG_IMPORT_TIMEOUT, raw=True)
-                found.append(f"{shown or ''}\n{error or ''}")
+                shown = airflow_local.format_import_error(file, error) if error else ""
+                found.append(f"{shown}\n{error or ''}")
     _debug_texts.extend(found)
     return _debug_texts
 

@@ -26,13 +26,6 @@ REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = sorted((REPO / "solutions").glob("[0-9][0-9]_*.ipynb"))
 
 
-def _code(source: str) -> str:
-    """A cell's source as Python: magics and shell lines blanked."""
-    return "\n".join(
-        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
-    )
-
-
 def answer_fragments(answer_lines: list[str]) -> set[str]:
     """What of an answer must never appear in a message (see the module docstring)."""
     code = textwrap.dedent("\n".join(answer_lines))

@@ -137,13 +137,6 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- configs, training
 
 
-def _load_configs(files: Sequence[str], overrides: Sequence[str]):
-    """Load each config; print every error (file, key, expectation). None if any failed."""
-    from shared.config import check_files
-
-    return check_files(files, overrides)
-
-
 def _config_check_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
@@ -157,7 +150,9 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     Load each YAML config (following `extends:`), apply --set overrides, and validate it
     against the schema. Exit 0 if all are valid, 2 otherwise.
     """
-    configs = _load_configs(args.files, args.set)
+    from shared.config import check_files
+
+    configs = check_files(args.files, args.set)
     if configs is None:
         return EXIT_USAGE
     for f, cfg in zip(args.files, configs, strict=True):
@@ -182,7 +177,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     checkpoint after every epoch, metrics.json and environment.json. Runs under
     `torchrun --nproc-per-node=N` too (DistributedDataParallel).
     """
-    configs = _load_configs([args.config], args.set)
+    from shared.config import check_files
+
+    configs = check_files([args.config], args.set)
     if configs is None:
         return EXIT_USAGE
     (config,) = configs
@@ -456,7 +453,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _fail("run", f"{nb}: no such notebook", EXIT_USAGE)
     params = {}
     if args.config:
-        if _load_configs([args.config], []) is None:
+        from shared.config import check_files
+
+        if check_files([args.config], []) is None:
             return EXIT_USAGE
         params["config_path"] = args.config
     try:

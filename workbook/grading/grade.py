@@ -21,6 +21,7 @@ The sandbox is deleted afterwards; nothing outside it changes.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -125,16 +126,24 @@ def resolve_lab(nb: nbformat.NotebookNode, filename: str, lab_id: str | None) ->
     return LABS[lab_id]
 
 
+@functools.cache
+def _questions(solution: Path) -> tuple:
+    """A solution notebook's questions answered in words (read once per batch, not once per
+    submission)."""
+    from workbook import labs
+
+    return tuple(labs.written_questions(nbformat.read(solution, as_version=4)))
+
+
 def written_answers(nb: nbformat.NotebookNode, lab: Lab) -> list[WrittenAnswer]:
     """The learner's answers in words to the lab's questions (the solution notebook says
     which), read from the submission's answer cells by their ids; pending until scored.
     Nothing of them runs: they are text for the instructor."""
     from workbook import labs
 
-    solution = nbformat.read(paths.project_root() / "solutions" / lab.notebook, as_version=4)
     cells = {c.get("id"): c for c in nb.cells}
     out = []
-    for q in labs.written_questions(solution):
+    for q in _questions(paths.project_root() / "solutions" / lab.notebook):
         cell = cells.get(f"answer-{q.id}")
         text = labs.answer_text(cell) if cell is not None else ""
         # a blank answer scores 0 without the instructor; the others wait for them
