@@ -50,7 +50,7 @@ stop() {
     done
     for proc in "${PROCS[@]}"; do
         f="$PIDS/$proc.pid"
-        pid=$(cat "$f")
+        pid=$(cat "$f" 2>/dev/null) || continue  # never started, or already stopped
         if kill -0 -- "-$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
         rm -f "$f"
     done

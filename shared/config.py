@@ -33,7 +33,8 @@ class ConfigError(ValueError):
 class _Section(BaseModel):
     """Strict sections: unknown keys fail, and values are not silently coerced."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan=False: `.inf` and `.nan` are valid YAML floats, never a valid setting.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     def __getitem__(self, key: str) -> Any:
         """``config['training']['batch_size']``, as the course text writes it."""
@@ -68,7 +69,7 @@ class CNNConfig(_Section):
         24,
         32,
     ]
-    fc: int = Field(default=192, ge=1)  # hidden units before the 10-way output
+    fc: int = Field(default=128, ge=1)  # hidden units before the 10-way output
     batch_norm: bool = False  # BatchNorm after each conv: steadier, but slower per epoch
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
@@ -82,7 +83,7 @@ Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 class TrainingConfig(_Section):
     epochs: int = Field(default=1, ge=1)
     batch_size: int = Field(default=128, ge=1)
-    learning_rate: float = Field(default=0.006, gt=0.0)
+    learning_rate: float = Field(default=0.008, gt=0.0)
     optimizer: Literal["adam", "adamw", "sgd", "adadelta"] = "adam"
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)  # sgd only
     # adam/adamw only: the decay rates of the gradient's running mean and of its square
@@ -141,6 +142,12 @@ class _StrictLoader(yaml.SafeLoader):
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:  # `? [a, b]` makes a list a key: YAML allows it, a config not
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key that is a {type(key).__name__}; keys are plain names", key_node.start_mark,
+                ) from None  # fmt: skip
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicated key {key!r}", key_node.start_mark
@@ -379,7 +386,10 @@ def _finish(data: dict[str, Any], overrides: Sequence[str], source: str) -> Conf
     # Switching model (model.name=mlp on a cnn config) starts the model section afresh, so
     # the old model's sizes do not trip the new one's schema; later overrides still apply.
     new_name = dict(parsed).get("model.name")
-    if new_name is not None and new_name != (data.get("model") or {}).get("name"):
+    model = data.get("model")
+    if new_name is not None and new_name != (
+        model.get("name") if isinstance(model, dict) else None
+    ):
         data["model"] = {}
     for (key, value), text in zip(parsed, overrides, strict=True):
         _apply_override(data, key, value, f"override {text!r}")

@@ -31,6 +31,7 @@ class SpeedResult:
     final_accuracy: float  # test accuracy after the last epoch trained
     trace: list[tuple[float, float, float]]  # (epoch, training seconds, test accuracy)
     repeat_seconds: list[float] = field(default_factory=list)  # s/epoch of each repeat
+    val_accuracy: float | None = None  # validation accuracy after the last epoch, if measured
 
 
 class _Reached(Exception):

@@ -55,7 +55,7 @@ SLOWEST_FILES = [
     "tests/test_notebooks.py",  # ~180 s: the smoke runs (shared with test_site)
     "solutions/03_lab1_3_config_driven_training.ipynb",  # ~150 s: nbval with the sweep
     "tests/test_site.py",
-    "solutions/02_lab1_2_pytorch_training.ipynb",
+    "solutions/02_lab1_2b_training_on_mnist.ipynb",
     "tests/test_airflow_ui.py",
     "tests/test_checks.py",
     "tests/test_train.py",
@@ -194,7 +194,7 @@ def smoke_run(tmp_path_factory):
     done: dict[str, tuple[Path, Path, float, Exception | None]] = {}
 
     def execute(name: str) -> dict:
-        root = make_sandbox(base / name.split("_")[0] / "project")
+        root = make_sandbox(base / name.removesuffix(".ipynb") / "project")
         start = time.perf_counter()
         error = None
         with pytest.MonkeyPatch.context() as mp:

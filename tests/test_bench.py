@@ -94,3 +94,29 @@ def test_the_report_prints_each_seed_the_median_and_the_ratio():
     text = bench.report(results)
     assert text.count("seed 0") == 3 and "median" in text and "5.00 s" in text
     assert "50.0x sooner than the classic" in text
+
+
+@pytest.mark.slow
+def test_selection_reads_validation_for_every_candidate_and_test_once_per_seed(
+    mnist_root, monkeypatch
+):
+    """`workbook bench --select`: each candidate scored on validation only; the test split
+    evaluated for the chosen candidate alone, after the choice."""
+    import shared.train
+
+    seen = []
+    real = shared.train.evaluate
+
+    def counting(model, batches, device):
+        seen.append(len(batches.labels))
+        return real(model, batches, device)
+
+    monkeypatch.setattr(shared.train, "evaluate", counting)
+    grid = {"model.fc": [16, 32], "training.learning_rate": [0.004]}
+    results = bench.select("configs/smoke.yaml", grid=grid, seeds=2, log=lambda *_: None)
+    # smoke: 1,200 images -> 120 validation, 240 test (data.subset_test_size)
+    assert seen == [120] * 4 + [240] * 2
+    means = {" ".join(c["overrides"]): sum(c["val"]) / 2 for c in results["candidates"]}
+    assert " ".join(results["chosen"]) == max(means, key=means.get)
+    assert len(results["chosen_test"]) == 2
+    assert "<- chosen" in bench.selection_report(results)

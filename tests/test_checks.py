@@ -261,6 +261,11 @@ WRONG_SHAPES = {
         ("hint", {"log_softmax": lambda logits: logits}),
         ("hint", {"log_softmax": lambda logits: [0.0]}),
     ],
+    "transform_unseen_cases": [
+        # hard-codes the published statistics: right only when asked for exactly those
+        ("hint", {"mnist_transform": lambda mean, std: _v2_transform(0.1307, 0.3081)}),
+        ("raised", {"mnist_transform": lambda mean, std: None}),
+    ],
     "only_what_was_asked": [
         ("hint", {"my_config_yaml": 5}),
         ("hint", {"my_config_yaml": "model: [1]"}),
@@ -333,7 +338,7 @@ def test_learns_mnist_explains_a_model_with_the_wrong_output(mnist_root):
         checks.CheckFailed,
         match="IndexError: Target 9 is out of bounds.*raised while checking that",
     ):
-        suites.run_in_kernel(namespace, "1.2", "learns_mnist")
+        suites.run_in_kernel(namespace, "1.2b", "learns_mnist")
 
 
 WRONG_KEYS_DAG = """
@@ -709,3 +714,159 @@ def test_debug_evidence_may_be_copied_from_what_the_parse_cell_prints(dagbag):
         assert checks.evidence_problems([line, *others]) == []
     made_up = checks.evidence_problems(["the parse was too slow", *others])
     assert any("is not a line Airflow printed" in p for p in made_up)
+
+
+def _v2_transform(mean, std, scale=True, order="right"):
+    from torchvision.transforms import v2
+
+    steps = [v2.ToImage(), v2.ToDtype(torch.float32, scale=scale), v2.Normalize([mean], [std])]
+    if order == "normalise first":
+        steps = [v2.ToImage(), v2.Normalize([mean], [std]), v2.ToDtype(torch.float32, scale=scale)]
+    return v2.Compose(steps)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda m, s: _v2_transform(m, s, scale=False), "the pixels they were applied to were not"),
+        (lambda m, s: _v2_transform(s, m), "the other way round"),
+        (lambda m, s: _v2_transform(0.0, 1.0), "scaled to \\[0, 1\\] but not normalised"),
+        (lambda m, s: lambda picture: torch.zeros(28, 28), "shape \\(28, 28\\)"),
+        (lambda m, s: _v2_transform(m, s, order="normalise first"), "can each step take"),
+    ],
+)
+def test_mnist_transform_names_each_plausible_mistake(make, message):
+    checks.mnist_transform(lambda m, s: _v2_transform(m, s))
+    with pytest.raises(checks.CheckFailed, match=message):
+        checks.mnist_transform(make)
+
+
+def test_pixel_stats_accepts_the_training_split_and_names_the_wrong_ones():
+    from shared.data import MNISTSplits, Split
+
+    gen = torch.Generator().manual_seed(0)
+
+    def split(n, high):
+        return Split(torch.randint(0, high, (n, 28, 28), dtype=torch.uint8, generator=gen),
+                     torch.zeros(n, dtype=torch.int64))  # fmt: skip
+
+    splits = MNISTSplits(split(50, 256), split(20, 200), split(20, 120))
+    right = splits.train.images.float() / 255
+    checks.pixel_stats(right.mean().item(), right.std().item(), splits)
+    val = splits.val.images.float() / 255
+    wrong = [
+        ((right * 255).mean().item(), (right * 255).std().item(), "0 to 255"),
+        (val.mean().item(), val.std().item(), "validation split"),
+        (right.mean().item(), right.flatten(1).std(dim=1).mean().item(), "each image's spread"),
+        (right.mean(), right.std(), "a Tensor"),
+    ]
+    for mean, std, message in wrong:
+        with pytest.raises(checks.CheckFailed, match=message):
+            checks.pixel_stats(mean, std, splits)
+
+
+def test_one_change_takes_exactly_one_knob_with_a_new_runnable_value():
+    def curves(train_size=2000, hidden=128, lr=1e-3, weight_decay=0.0, epochs=15):
+        return []
+
+    for good in ({"train_size": 20_000}, {"hidden": 32}, {"lr": 0.01}, {"weight_decay": 1e-3}):
+        checks.one_change(good, curves)
+    for bad, message in (
+        ({}, "make it a dict"),
+        ({"hidden": 32, "lr": 0.01}, "cannot tell which"),
+        ({"dropout": 0.5}, "not one of the knobs"),
+        ({"epochs": 30}, "not one of the knobs"),
+        ({"hidden": 128}, "the value the first run used"),
+        ({"train_size": 100_000}, "outside what this cell can run"),
+        ({"hidden": 32.5}, "an integer"),
+        ({"weight_decay": True}, "a number"),
+    ):
+        with pytest.raises(checks.CheckFailed, match=message):
+            checks.one_change(bad, curves)
+
+
+def _solution_script() -> str:
+    """Lab 1.2b's training script as the solution writes it (the %%writefile cell)."""
+    nb = nbformat.read(REPO / "solutions" / "02_lab1_2b_training_on_mnist.ipynb", as_version=4)
+    source = next(c.source for c in nb.cells if c.source.startswith("%%writefile {script}"))
+    return labs.published_source(source.split("\n", 1)[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (None, None),
+        # forgets the random state: epoch 2's shuffle differs from an uninterrupted run's
+        (
+            {
+                '        torch.set_rng_state(state["rng"])  # the next epoch\'s shuffle draws from it\n': ""
+            },
+            "was not saved or not restored",
+        ),
+        # forgets Adam's running averages
+        (
+            {'        optimizer.load_state_dict(state["optimizer"])\n': ""},
+            "was not saved or not restored",
+        ),
+        # ignores --resume: trains from scratch (same numbers), caught by the broken checkpoint
+        (
+            {"    if args.resume and checkpoint.exists():": "    if False:"},
+            "did not read the checkpoint",
+        ),
+    ],
+)
+def test_script_resumes_catches_what_a_resume_forgets(edit, message, tmp_path, mnist_root):
+    source = _solution_script()
+    for old, new in (edit or {}).items():
+        assert old in source, old
+        source = source.replace(old, new)
+    script = tmp_path / "train_mlp.py"
+    script.write_text(source)
+    if message is None:
+        checks.script_resumes(script, "configs/smoke.yaml")
+    else:
+        with pytest.raises(checks.CheckFailed, match=message):
+            checks.script_resumes(script, "configs/smoke.yaml")
+
+
+def _train_epoch(model, loader, optimizer, device, train_mode=True):
+    import torch.nn.functional as F
+
+    if train_mode:
+        model.train()
+    total, seen = 0.0, 0
+    for images, labels in loader:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images.to(device)), labels.to(device))
+        loss.backward()
+        optimizer.step()
+        total, seen = total + loss.item() * len(labels), seen + len(labels)
+    return total / seen
+
+
+def test_train_loop_catches_a_loop_that_never_switches_to_training_mode():
+    checks.train_loop(_train_epoch)
+    with pytest.raises(checks.CheckFailed, match="evaluation mode"):
+        checks.train_loop(lambda *a: _train_epoch(*a, train_mode=False))
+
+
+@pytest.mark.slow
+@pytest.mark.airflow
+def test_a_heavy_import_is_found_by_what_a_parse_imports_not_by_a_clock(tmp_path, dagbag):
+    """The debug check's first fault, judged without a timeout a busy machine could trip: a
+    parse that imports torchvision at the top is caught; one inside the task is not."""
+    from shared import airflow_local
+
+    top = checks.DEBUG_DAG.replace("from airflow.utils.dates import days_ago\n", "").replace(
+        "start_date=days_ago(1)", "start_date=datetime(2024, 1, 1)"
+    )
+    inside = top.replace("import torchvision\n", "", 1).replace(
+        "    def publish(report: str) -> None:\n",
+        "    def publish(report: str) -> None:\n        import torchvision\n\n",
+    )
+    for name, source, expected in (("top", top, ["torchvision", "torch"]), ("inside", inside, [])):
+        (tmp_path / name).mkdir()
+        path = tmp_path / name / "lab1_1_debug_me.py"
+        path.write_text(source)
+        assert airflow_local.imported_when_parsed(path, ["torchvision", "torch"]) == expected

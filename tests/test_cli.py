@@ -101,3 +101,27 @@ def test_data_validate_on_damaged_files_exits_1(tmp_path, mnist_root):
     out = workbook("data", "validate", "--root", str(tmp_path))
     assert out.returncode == 1
     assert "t10k-labels-idx1-ubyte: sha256" in out.stderr
+
+
+@pytest.mark.kernel
+def test_nb_execute_never_overwrites_its_input_with_a_failed_run(tmp_path, sandbox):
+    """A notebook whose cell raises: the command exits 1 naming the cell and the error, the
+    notebook is byte for byte as it was, and papermill's failed copy sits under runs/."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("1 / 0")]
+    path = tmp_path / "02_broken.ipynb"
+    nbformat.write(nb, path)
+    before = path.read_bytes()
+    done = workbook("nb", "execute", str(path))
+    assert done.returncode == 1, done.stderr
+    assert "ZeroDivisionError" in done.stderr and "is unchanged" in done.stderr
+    assert path.read_bytes() == before
+    failed = sandbox / "runs" / "nb-execute" / path.name
+    assert failed.is_file() and "ZeroDivisionError" in failed.read_text()
+    nb.cells = nb.cells[:1]  # fixed: now it runs, and the executed notebook replaces it
+    nbformat.write(nb, path)
+    assert workbook("nb", "execute", str(path)).returncode == 0
+    assert nbformat.read(path, as_version=4).cells[0].execution_count == 1
+    assert not failed.exists()

@@ -29,7 +29,7 @@ def test_every_config_file_loads(path):
 
 def test_course_style_access_and_defaults():
     cfg = load_config("configs/default.yaml")
-    assert cfg["training"]["learning_rate"] == cfg.training.learning_rate == 0.006
+    assert cfg["training"]["learning_rate"] == cfg.training.learning_rate == 0.008
     assert cfg["training"]["batch_size"] == 128
     with pytest.raises(KeyError, match="known keys"):
         cfg["training"]["lr"]
@@ -91,6 +91,24 @@ BAD = {
     "python-tag": ("seed: !!python/object/apply:os.system ['true']\n", "no !!python tags"),
     "duplicated-key": ("seed: 1\nseed: 2\n", "duplicated key 'seed'"),
     "missing-extends": ("extends: nowhere.yaml\n", "extends: no such file"),
+    "list-as-key": ("? [a, b]\n: 1\n", "a key that is a list; keys are plain names"),
+    "lr-infinite": (
+        "training:\n  learning_rate: .inf\n",
+        "training.learning_rate: input should be a finite number",
+    ),
+    "lr-nan": (
+        "training:\n  learning_rate: .nan\n",
+        "training.learning_rate: input should be a finite number",
+    ),
+    "dropout-nan": (
+        "model:\n  name: mlp\n  dropout: .nan\n",
+        "model.dropout: input should be a finite number",
+    ),
+    "val-fraction-minus-inf": (
+        "data:\n  val_fraction: -.inf\n",
+        "data.val_fraction: input should be a finite number",
+    ),
+    "model-a-value": ("model: cnn\n", "model: input should be a valid dictionary"),
 }
 
 
@@ -119,6 +137,11 @@ def test_bad_config_names_file_and_key_and_exits_2(tmp_path, capsys, text, expec
         ("training.epochs=-1", "override training.epochs"),
         ("seed.deep=1", "seed is a value, not a section"),
         ("novalue", "expected dotted.key=value"),
+        (
+            "training.learning_rate=.inf",
+            "override training.learning_rate: input should be a finite number",
+        ),
+        ("training.momentum=.nan", "override training.momentum: input should be a finite number"),
     ],
 )
 def test_bad_override_is_named(tmp_path, capsys, override, expected):
@@ -193,3 +216,13 @@ def test_resolved_config_round_trips(tmp_path):
     save_config(cfg, tmp_path / "resolved.yaml")
     again = load_config(tmp_path / "resolved.yaml")
     assert again == cfg and again.hash() == cfg.hash()
+
+
+def test_a_model_given_as_a_value_then_switched_by_override_is_no_traceback(tmp_path):
+    """`model: cnn` (a value where a section belongs) with --set model.name=mlp: the switch
+    starts the model section afresh, as it does for a section; without it, a clear error."""
+    path = tmp_path / "value.yaml"
+    path.write_text(f"extends: {REPO / 'configs' / 'default.yaml'}\nmodel: cnn\n")
+    assert load_config(path, ["model.name=mlp"]).model.name == "mlp"
+    with pytest.raises(ConfigError, match="model: input should be a valid dictionary"):
+        load_config(path, ["training.epochs=2"])

@@ -182,7 +182,7 @@ def test_training_pipeline_end_to_end_and_idempotent(
 
     # Parity: the promoted code is the notebook's code. The same config through Lab 1.2's
     # notebook under papermill and through this DAG gives the same model, bit for bit.
-    _, notebook_root, _, error = smoke_run("02_lab1_2_pytorch_training.ipynb")
+    _, notebook_root, _, error = smoke_run("02_lab1_2b_training_on_mnist.ipynb")
     assert error is None, error
     dag_metrics = json.loads((run_dir / "metrics.json").read_text())
     nb_metrics = json.loads((notebook_root / "runs" / run_dir.name / "metrics.json").read_text())

@@ -65,7 +65,7 @@ def test_jupyterlab_serves_the_course_and_renders_lab_1_2(tmp_path, free_port, c
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shot = ARTIFACTS / "lab1_2_in_jupyterlab.png"
         shot.unlink(missing_ok=True)
-        url = f"{base}/lab/tree/labs/02_lab1_2_pytorch_training.ipynb?token={token}"
+        url = f"{base}/lab/tree/labs/02_lab1_2b_training_on_mnist.ipynb?token={token}"
         subprocess.run(
             [*browser, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,900",
              "--virtual-time-budget=20000", f"--screenshot={shot}", url],

@@ -70,3 +70,22 @@ def test_an_unsupported_python_is_named_with_the_supported_ones(repo, tmp_path):
     assert "needs Python 3.11, 3.12 or 3.13; none was found" in done.stderr
     assert f"{old} is Python 3.10.14" in done.stderr
     assert not venv.exists()
+
+
+def test_clean_and_stop_work_on_a_fresh_clone_and_twice(repo, tmp_path):
+    """`make clean` on a clone where `make airflow` never ran (no PID files, no .venv), and
+    `airflow-stop` twice in a row: each exits 0 and removes what it should."""
+    import shutil
+
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    shutil.copy(repo / "Makefile", clone / "Makefile")
+    shutil.copytree(repo / "scripts", clone / "scripts")
+    (clone / "runs" / "old").mkdir(parents=True)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    for target in ("airflow-stop", "airflow-stop", "clean"):
+        done = subprocess.run(["make", "-s", target], cwd=clone, env=env, capture_output=True,
+                              text=True)  # fmt: skip
+        assert done.returncode == 0, f"make {target}: {done.stdout}{done.stderr}"
+        assert "airflow: nothing running" in done.stdout
+    assert not (clone / "runs").exists()

@@ -62,7 +62,7 @@ class SiteError(RuntimeError):
 class Page:
     """A page to write into the staged docs folder: Markdown and the files it links."""
 
-    path: str  # relative to the docs folder, e.g. "labs/02_lab1_2_pytorch_training.md"
+    path: str  # relative to the docs folder, e.g. "labs/02_lab1_2b_training_on_mnist.md"
     title: str
     markdown: str
     files: dict[str, bytes] = field(default_factory=dict)  # relative to the docs folder

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -105,7 +106,9 @@ def detect_lab(nb: nbformat.NotebookNode, filename: str = "") -> Lab | None:
                     return lab
             break
     for lab in LABS.values():
-        if filename == lab.notebook or filename.startswith(lab.notebook[:3]):
+        # "02_lab1_2b_" of 02_lab1_2b_training_on_mnist.ipynb: two labs share the "02_"
+        prefix = re.match(r"\d\d_(lab\d+_\d+[a-z]?_)?", lab.notebook).group(0)
+        if filename == lab.notebook or filename.startswith(prefix):
             return lab
     return None
 

@@ -299,6 +299,14 @@ def _log_softmax_unseen_cases(ns: Namespace) -> None:
         assert not problems, problems[0]
 
 
+def _transform_unseen_cases(ns: Namespace) -> None:
+    """The learner's transform with statistics and pictures the notebook never uses: a
+    transform that hard-codes MNIST's published 0.1307 and 0.3081 fails here."""
+    for seed, mean, std in ((1, 0.5, 0.25), (2, 0.1307, 0.3081), (3, 0.0, 1.0)):
+        problems = checks.transform_problems(ns["mnist_transform"], seed, mean, std)
+        assert not problems, f"with mean {mean} and std {std}: {problems[0]}"
+
+
 def _mlp_layer_sizes(ns: Namespace) -> None:
     model = ns["MyMLP"]()
     n = sum(p.numel() for p in model.parameters())
@@ -459,7 +467,7 @@ _LAB_1_1 = (
     _public(checks.debugged_dag, "debugged_dag", 3, ("debug_file", "evidence"),
             lambda ns: checks.debugged_dag(ns["debug_file"], ns["evidence"]), timeout=240),
 )
-_LAB_1_2 = (
+_LAB_1_2A = (
     _public(checks.flatten_batch, "flatten", 1, ("flatten",),
             lambda ns: checks.flatten_batch(ns["flatten"])),
     _public(checks.gradient, "gradient", 1, ("grad_by_hand", "grad_by_autograd"),
@@ -472,10 +480,18 @@ _LAB_1_2 = (
             lambda ns: checks.stable_log_softmax(ns["log_softmax"])),
     Check("log_softmax_unseen_cases", "log_softmax on rows of other shapes and scales "
           "(hidden)", 1, ("log_softmax",), _log_softmax_unseen_cases, public=False),
+)
+_LAB_1_2B = (
     _public(checks.model_output, "model_output", 2, ("MyMLP",),
             lambda ns: checks.model_output(ns["MyMLP"]())),
     Check("mlp_layer_sizes", "MyMLP has the 784→128→10 layers asked for", 1, ("MyMLP",),
           _mlp_layer_sizes, public=False, required=False),
+    _public(checks.pixel_stats, "pixel_stats", 1, ("pixel_mean", "pixel_std", "splits"),
+            lambda ns: checks.pixel_stats(ns["pixel_mean"], ns["pixel_std"], ns["splits"])),
+    _public(checks.mnist_transform, "mnist_transform", 1, ("mnist_transform",),
+            lambda ns: checks.mnist_transform(ns["mnist_transform"])),
+    Check("transform_unseen_cases", "mnist_transform with other statistics and pictures "
+          "(hidden)", 1, ("mnist_transform",), _transform_unseen_cases, public=False),
     _public(checks.data_loader, "data_loader", 1, ("make_loader",),
             lambda ns: checks.data_loader(ns["make_loader"], _synthetic_split(), 32)),
     _public(checks.device_choice, "device_choice", 1, ("pick_device",),
@@ -492,6 +508,10 @@ _LAB_1_2 = (
             _same_predictions),
     _public(checks.training_script, "training_script", 2, ("script",),
             lambda ns: checks.training_script(ns["script"], "configs/smoke.yaml"), timeout=300),
+    _public(checks.script_resumes, "script_resumes", 2, ("script",),
+            lambda ns: checks.script_resumes(ns["script"], "configs/smoke.yaml"), timeout=300),
+    _public(checks.one_change, "one_change", 1, ("change", "curves"),
+            lambda ns: checks.one_change(ns["change"], ns["curves"])),
     Check("script_unseen_config", "the script follows a config the notebook never shows "
           "(hidden)", 1, ("script",), _script_unseen_config, public=False, timeout=300),
     # Optional: always on the full training split, whatever config the grader injects.
@@ -522,9 +542,11 @@ LABS: dict[str, Lab] = {
         Lab("1.1", "Lab 1.1 · Your first Airflow DAG", "01_lab1_1_first_airflow_dag.ipynb",
             re.compile(r"^#\s*Lab 1\.1\b"),
             {"config_path": "configs/smoke.yaml", "ds": "2024-01-01"}, _LAB_1_1),
-        Lab("1.2", "Lab 1.2 · Training a PyTorch model on MNIST",
-            "02_lab1_2_pytorch_training.ipynb", re.compile(r"^#\s*Lab 1\.2\b"),
-            {"config_path": "configs/smoke.yaml"}, _LAB_1_2),
+        Lab("1.2a", "Lab 1.2a · PyTorch from scratch", "02_lab1_2a_pytorch_from_scratch.ipynb",
+            re.compile(r"^#\s*Lab 1\.2a\b"), {"config_path": "configs/smoke.yaml"}, _LAB_1_2A),
+        Lab("1.2b", "Lab 1.2b · Training a PyTorch model on MNIST",
+            "02_lab1_2b_training_on_mnist.ipynb", re.compile(r"^#\s*Lab 1\.2b\b"),
+            {"config_path": "configs/smoke.yaml"}, _LAB_1_2B),
         # The sweep runs package code, not the learner's, four notebooks deep: grading with
         # it would take a minute instead of ten seconds.
         Lab("1.3", "Lab 1.3 · Config-driven training", "03_lab1_3_config_driven_training.ipynb",

@@ -23,7 +23,7 @@ def grading_times(
     from workbook.grading import grade, sandbox
     from workbook.grading.suites import LABS
 
-    lab = LABS["1.2"]
+    lab = LABS["1.2b"]
     sources = [paths.project_root() / d / lab.notebook for d in ("solutions", "labs")]
     times: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
