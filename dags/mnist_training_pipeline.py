@@ -13,7 +13,7 @@ ingest -> validate -> train -> evaluate -> register
 | validate | checks digests, shapes, dtype, labels and class balance; **fails the run** on bad data | `data/processed/<ds>/validation.json` |
 | train | trains the config named by the `config_path` param | `runs/pipeline/<ds>/<name>-<hash>/` |
 | evaluate | test accuracy of the trained model on the day's test split | `.../evaluation.json` |
-| register | copies the model into `registry/mnist/<ds>-<hash>/`; moves `best.json` only if it beats the best | `registry/mnist/` |
+| register | copies the model into `registry/mnist/<ds>-<hash>/`; moves `best.json` only if it beats the best on the same test images (their count and digest are recorded; a run measured on more images supersedes one on fewer) | `registry/mnist/` |
 
 Every task passes paths and small metrics through XCom and writes only under its day's
 folders, so rerunning a date replaces that date's outputs and leaves no duplicates.

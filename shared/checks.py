@@ -750,8 +750,9 @@ def log_softmax_problems(func: Callable, logits) -> list[str]:
 
 @_check(
     "a numerically stable log-softmax, as F.cross_entropy uses it",
-    crashed="is every operation done row by row (dim=1), and do the shapes still line up for "
-    "the subtraction (keepdim)?",
+    crashed="is every operation done row by row (dim=1), do the shapes still line up for the "
+    "subtraction (keepdim), and is each value a tensor? (Some reductions along a dimension "
+    "return a pair: read what yours returns.)",
 )
 def stable_log_softmax(func: Callable) -> None:
     import torch
@@ -894,8 +895,24 @@ def _speedrun_recipe(recipe: Any) -> dict[str, Any]:
     return out
 
 
+def speedrun(
+    net_class: Callable, recipe: dict[str, Any], subset: int | None = None, optional: bool = False
+):
+    """``_speedrun`` (below). ``optional``: the notebook's appendix calls it so, and a
+    SpeedNet not written yet (its stub raises NotImplementedError) is then reported as not
+    attempted instead of failing, so "Run All" of a lab without the appendix ends cleanly.
+    The grader calls it without: an unattempted speedrun scores nothing."""
+    if optional:
+        try:
+            net_class()
+        except NotImplementedError:
+            print("(optional, not attempted: this check runs once SpeedNet is written)")
+            return None
+    return _speedrun(net_class, recipe, subset)
+
+
 @_check("your speedrun was measured as `workbook bench` measures (clock paused to evaluate)")
-def speedrun(net_class: Callable, recipe: dict[str, Any], subset: int | None = None):
+def _speedrun(net_class: Callable, recipe: dict[str, Any], subset: int | None = None):
     """Train ``net_class()`` on the CPU on MNIST's training split (54,000 images, seed 0) with
     Adam and a one-cycle schedule as ``recipe`` says (batch_size, learning_rate, epochs 1-3,
     betas), reading the test accuracy every eighth of an epoch with the clock paused, as
@@ -959,6 +976,9 @@ def speedrun(net_class: Callable, recipe: dict[str, Any], subset: int | None = N
             "layer used once, ReLU between layers) and the learning rate"
         )
     return result
+
+
+speedrun.what = _speedrun.what
 
 
 @_check("loader yields shuffled batches of (images, labels)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -123,16 +124,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _writer_tag() -> str:
+    """This writer, as its temporaries name it: host and process id. On storage several
+    machines share, a process id alone would name another host's writer as well."""
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+    return f"{host}-{os.getpid()}"
+
+
 def _remove_stale(target: Path) -> None:
-    """Leftovers of an ``atomic_directory`` that crashed: ``.<name>.old-*`` (an old folder a
-    fallback swap had moved aside) and ``.<name>.<pid>.*.tmp`` whose process is gone. A
-    temporary of a writer that is still running is left alone."""
+    """Leftovers of an ``atomic_directory`` that crashed on this host: ``.<name>.<host>-<pid>.*``
+    (a temporary folder, or ``old`` one a fallback swap had moved aside) whose process is
+    gone. A temporary of a writer still running, or of another host (whose processes this
+    one cannot see), is left alone."""
+    here = _writer_tag().rsplit("-", 1)[0]
     for entry in target.parent.glob(f".{target.name}.*"):
-        rest = entry.name[len(target.name) + 2 :]
-        pid = rest.split(".", 1)[0]
-        stale = rest.startswith("old-") or (
-            entry.name.endswith(".tmp") and pid.isdigit() and not _pid_alive(int(pid))
-        )
+        writer = entry.name[len(target.name) + 2 :].split(".", 1)[0]
+        host, _, pid = writer.rpartition("-")
+        stale = host == here and pid.isdigit() and not _pid_alive(int(pid))
         if stale and entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
 
@@ -152,7 +162,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(target)
-    prefix = f".{target.name}.{os.getpid()}."
+    prefix = f".{target.name}.{_writer_tag()}."
     tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
     try:
         yield tmp
@@ -160,7 +170,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         if target.exists() and exchange(tmp, target):
             pass  # tmp now holds the old folder; the finally removes it
         elif target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".old", dir=target.parent))
             os.replace(target, old)  # onto the empty folder mkdtemp made
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)

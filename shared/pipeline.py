@@ -166,9 +166,28 @@ def evaluate_run(
         "test_accuracy": result["accuracy"],
         "test_loss": result["loss"],
         "n": result["n"],
+        "test_set": test_set_id(test),
     }
     atomic_write_json(run_dir / "evaluation.json", metrics)
     return metrics
+
+
+def test_set_id(split) -> dict[str, Any]:
+    """What an accuracy was measured on: the number of test images and a digest of them and
+    their labels. Two accuracies compare only when these match (a smoke run's 240 images
+    against a full run's 10,000 compares two different exams)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(split.images.contiguous().numpy().tobytes())
+    digest.update(split.labels.contiguous().numpy().tobytes())
+    return {"n": len(split.labels), "digest": digest.hexdigest()[:16]}
+
+
+def _comparable(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Measured on the same test images (two records that never said, as before test sets
+    were recorded, count as the same)."""
+    return a == b
 
 
 def register(
@@ -192,15 +211,29 @@ def register(
             atomic_write_json(tmp / "registration.json", registration)
         best_path = registry / "best.json"
         best = json.loads(best_path.read_text()) if best_path.is_file() else None
+        test_set = metrics.get("test_set")
+        entry = _best_entry(version, target, accuracy, metrics["ds"], test_set)
+        if best is None:
+            best = entry
+            atomic_write_json(best_path, best)
+        elif not _comparable(best.get("test_set"), test_set):
+            # Another exam: an accuracy on other test images says nothing about this one. A
+            # run measured on more images than the best's (or a best that never said what it
+            # was measured on) is superseded (a full run after smoke runs); otherwise the
+            # pointer stays, and the answer's "comparable" says why.
+            old = best.get("test_set")
+            if test_set and (old is None or test_set["n"] > old["n"]):
+                best = entry
+                atomic_write_json(best_path, best)
         # Strictly better only: a run that ties the current best leaves the pointer alone.
-        if best is None or accuracy > float(best["accuracy"]):
-            best = _best_entry(version, target, accuracy, metrics["ds"])
+        elif accuracy > float(best["accuracy"]):
+            best = entry
             atomic_write_json(best_path, best)
         elif best["version"] == version and accuracy != float(best["accuracy"]):
             # The best version was just replaced by a rerun that scored lower: the pointer
             # must not keep the old score for the new model. The best is whichever
-            # registered version scores highest now (this one on a tie).
-            best = _highest(registry, prefer=version)
+            # registered version scores highest now on the same test set (this one on a tie).
+            best = _highest(registry, prefer=version, test_set=test_set)
             atomic_write_json(best_path, best)
         is_best = best["version"] == version
     return {
@@ -208,18 +241,28 @@ def register(
         "path": str(target),
         "accuracy": accuracy,
         "is_best": is_best,
+        "comparable": _comparable(best.get("test_set"), test_set),
         "best": best,
     }
 
 
-def _best_entry(version: str, path: Path, accuracy: float, ds: str) -> dict[str, Any]:
-    return {"version": version, "path": str(path), "accuracy": accuracy, "ds": ds}
+def _best_entry(
+    version: str, path: Path, accuracy: float, ds: str, test_set: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {"version": version, "path": str(path), "accuracy": accuracy, "ds": ds,
+            "test_set": test_set}  # fmt: skip
 
 
-def _highest(registry: Path, prefer: str) -> dict[str, Any]:
-    """The registered version with the highest test accuracy (``prefer`` wins a tie)."""
+def _highest(registry: Path, prefer: str, test_set: dict[str, Any] | None) -> dict[str, Any]:
+    """The registered version with the highest accuracy on ``test_set`` (``prefer`` wins a
+    tie). Folders whose names start with a dot are writes in progress or left by a crash
+    (``atomic_directory``), not registrations."""
     entries = []
     for reg in registry.glob("*/registration.json"):
+        if reg.parent.name.startswith("."):
+            continue
         r = json.loads(reg.read_text())
-        entries.append(_best_entry(r["version"], reg.parent, float(r["test_accuracy"]), r["ds"]))
+        if _comparable(r.get("test_set"), test_set):
+            entries.append(_best_entry(r["version"], reg.parent, float(r["test_accuracy"]),
+                                       r["ds"], r.get("test_set")))  # fmt: skip
     return max(entries, key=lambda e: (e["accuracy"], e["version"] == prefer))

@@ -73,13 +73,15 @@ def test_summary_takes_the_median_seed_and_counts_a_miss_as_slowest():
     assert bench.summarize([_result(None), _result(None)])["median_seconds_to_target"] is None
 
 
-def test_repeats_keep_the_fastest_and_must_be_identical():
-    slow, fast = _result(7.5, per_epoch=7.5), _result(5.1, per_epoch=5.1)
-    best = bench.best_of([slow, fast])
-    assert best.seconds_to_target == 5.1 and best.repeat_seconds == [7.5, 5.1]
+def test_repeats_keep_the_median_and_the_workbooks_must_be_identical():
+    slow, mid, fast = (_result(t, per_epoch=t) for t in (7.5, 6.0, 5.1))
+    median = bench.median_of([slow, fast, mid])
+    assert median.seconds_to_target == 6.0 and median.repeat_seconds == [7.5, 5.1, 6.0]
+    assert bench.median_of([slow, fast]).seconds_to_target == 5.1  # the lower middle of two
     other = _result(5.0, trace=((1.0, 5.0, 0.985),))
     with pytest.raises(RuntimeError, match="not deterministic"):
-        bench.best_of([fast, other])
+        bench.median_of([fast, other])
+    assert bench.median_of([fast, other], deterministic=False).seconds_to_target == 5.0
 
 
 def test_the_report_prints_each_seed_the_median_and_the_ratio():

@@ -870,3 +870,17 @@ def test_a_heavy_import_is_found_by_what_a_parse_imports_not_by_a_clock(tmp_path
         path = tmp_path / name / "lab1_1_debug_me.py"
         path.write_text(source)
         assert airflow_local.imported_when_parsed(path, ["torchvision", "torch"]) == expected
+
+
+def test_an_unattempted_optional_speedrun_is_said_so_in_the_notebook_and_fails_for_the_grader(
+    capsys,
+):
+    class Stub(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            raise NotImplementedError("not written yet: a 5x5 conv")
+
+    assert checks.speedrun(Stub, {}, subset=1200, optional=True) is None
+    assert "optional, not attempted" in capsys.readouterr().out
+    with pytest.raises(checks.CheckFailed, match="not written yet"):
+        checks.speedrun(Stub, {"batch_size": 64, "learning_rate": 0.01}, subset=1200)

@@ -158,6 +158,18 @@ def test_both_dags_run_on_both_workers_as_the_embedded_run_does(cluster, embedde
     # worker), and a worker with one slot takes one task at a time: both must have worked.
     assert set(hosts) == {"worker-1", "worker-2"}, hosts
 
+    # Both ran every task without the database's password, the token signing secret or the
+    # Fernet key in their environment (they run learners' code: it could read them).
+    from workbook.cluster import WORKER_WITHHELD
+
+    secrets = cluster.secrets()
+    for worker in ("worker-1", "worker-2"):
+        environ = Path(f"/proc/{cluster._pid(worker)}/environ").read_bytes().decode()
+        keys = {entry.split("=", 1)[0] for entry in environ.split("\0") if entry}
+        assert not keys & set(WORKER_WITHHELD), keys & set(WORKER_WITHHELD)
+        for name in ("postgres", "jwt_secret", "fernet_key", "api_secret_key"):
+            assert secrets[name] not in environ, f"{worker} holds the {name} secret"
+
     # Same DAG file, same config: the same partitions, model (weights digest), evaluation and
     # registry entry as dag.test() on the embedded database.
     embedded_root, _ = embedded_pipeline

@@ -396,3 +396,32 @@ def test_notebook_experiments_maps_the_lab_1_3_notebook_over_every_config(dagbag
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     compared = dr.get_task_instance("compare").xcom_pull(task_ids="compare")
     assert compared["csv"] == str(out / "comparison.csv")
+
+
+def test_register_compares_only_runs_measured_on_the_same_test_images(tmp_path):
+    """A smoke run's accuracy on 240 images never displaces a full run's on 10,000, however
+    high; a run on more images supersedes a best measured on fewer; within one test set,
+    only a strictly better score moves the pointer; a crash's dot-folder is no version."""
+    from shared import pipeline
+
+    run_dir, reg = _run_folder(tmp_path), tmp_path / "registry"
+    smoke, full = {"n": 240, "digest": "s" * 16}, {"n": 10_000, "digest": "f" * 16}
+
+    def register(config_hash, accuracy, test_set):
+        metrics = {"ds": DS, "config_hash": config_hash, "test_accuracy": accuracy,
+                   "test_set": test_set}  # fmt: skip
+        return pipeline.register(run_dir, metrics, reg)
+
+    assert register("smoke1", 0.90, smoke)["is_best"]
+    assert register("full1", 0.85, full)["is_best"]  # more images: it supersedes
+    lucky = register("smoke2", 0.99, smoke)
+    assert not lucky["is_best"] and not lucky["comparable"]
+    assert _best(reg) == ("full1", 0.85)
+    assert register("full2", 0.87, full)["is_best"]
+    assert not register("full3", 0.86, full)["is_best"]
+    (reg / "mnist" / ".full9.tmp1").mkdir()  # left by a crash mid-copy: not a registration
+    (reg / "mnist" / ".full9.tmp1" / "registration.json").write_text(
+        json.dumps({"version": "x", "test_accuracy": 1.0, "ds": DS, "test_set": full})
+    )
+    again = register("full2", 0.80, full)  # the best's own rerun scored lower
+    assert again["best"]["version"] == f"{DS}-full3" and _best(reg) == ("full3", 0.86)

@@ -70,18 +70,22 @@ def test_without_exchange_two_renames_still_replace_the_folder(tmp_path, monkeyp
 
 
 def test_leftovers_of_a_crash_are_removed_and_a_running_writers_are_not(tmp_path):
-    """A crash between the fallback's two renames leaves `.run.old-*`; a crash while
-    writing leaves `.run.<pid>.*.tmp`. The next call removes both, unless that pid is
-    still running (a concurrent writer)."""
+    """A crash between the fallback's two renames leaves `.run.<host>-<pid>.*.old`; a crash
+    while writing leaves `.run.<host>-<pid>.*.tmp`. The next call removes both, unless that
+    process is still running (a concurrent writer) or ran on another host sharing the
+    storage (whose processes this host cannot see: its write may be in progress)."""
+    host = io._writer_tag().rsplit("-", 1)[0]
     dead = subprocess.Popen(["true"])
     dead.wait()
-    (tmp_path / ".run.old-12345").mkdir()  # the old name scheme used a fixed name: it blocked
-    (tmp_path / f".run.{dead.pid}.abcd.tmp").mkdir()
-    (tmp_path / f".run.{dead.pid}.abcd.tmp" / "half").write_text("half")
-    alive = tmp_path / f".run.{os.getpid()}.live.tmp"  # this process: still writing
+    (tmp_path / f".run.{host}-{dead.pid}.wxyz.old").mkdir()
+    (tmp_path / f".run.{host}-{dead.pid}.abcd.tmp").mkdir()
+    (tmp_path / f".run.{host}-{dead.pid}.abcd.tmp" / "half").write_text("half")
+    alive = tmp_path / f".run.{host}-{os.getpid()}.live.tmp"  # this process: still writing
     alive.mkdir()
+    elsewhere = tmp_path / f".run.other-machine-{dead.pid}.efgh.tmp"  # same pid, other host
+    elsewhere.mkdir()
     _folder_with(tmp_path / "run", "new")
-    assert _listing(tmp_path) == sorted([alive.name, "run"])
+    assert _listing(tmp_path) == sorted([alive.name, elsewhere.name, "run"])
     assert _listing(tmp_path / "run") == ["new"]
 
 

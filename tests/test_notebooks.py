@@ -217,3 +217,25 @@ def test_every_picture_a_notebook_shows_exists(folder):
             for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", cell.source):
                 image = (path.parent / target).resolve()
                 assert image.is_file() and image.read_bytes()[:4] == b"\x89PNG", (path.name, target)
+
+
+def test_run_ids_the_text_quotes_are_the_configs_own():
+    """A run id quoted in a notebook's or a page's text (`runs/default-<hash>/`) is the one
+    its config has today: a config change that moves the hash makes the text stale."""
+    import re
+
+    from shared.config import load_config
+
+    ids = {
+        name: load_config(REPO / "configs" / f"{name}.yaml").run_id()
+        for name in ("default", "smoke")
+    }
+    texts = [p for p in (*SOLUTIONS, *(REPO / "docs").glob("*.md"), REPO / "README.md")]
+    for path in texts:
+        if path.suffix == ".ipynb":
+            nb = nbformat.read(path, as_version=4)
+            text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        else:
+            text = path.read_text()
+        for name, quoted in re.findall(r"\b(default|smoke)-([0-9a-f]{10})\b", text):
+            assert f"{name}-{quoted}" == ids[name], f"{path.name} quotes {name}-{quoted}"

@@ -208,8 +208,8 @@ def _bench_options(p: argparse.ArgumentParser) -> None:
         "--seeds", type=int, default=5, metavar="N", help="train the config with seeds 0..N-1"
     )
     p.add_argument(
-        "--repeats", type=int, default=2, metavar="R",
-        help="train each seed R times and keep the fastest (identical runs: the rest is noise)",
+        "--repeats", type=int, default=1, metavar="R",
+        help="run each seed, and the classic pipeline, R times and keep the median of each",
     )  # fmt: skip
     p.add_argument("--max-classic-epochs", type=int, default=5, metavar="N")
     p.add_argument(

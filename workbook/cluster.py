@@ -51,6 +51,15 @@ from workbook.airflow_api import Api
 
 #: The worker's name, set in each Celery worker's environment and read by worker_hostname.
 WORKER_NAME_ENV = "WORKBOOK_WORKER_NAME"
+#: What a worker's environment never holds (``airflow_env``): the keys of the database, the
+#: token signing, the encryption of connections and the UI's sessions.
+WORKER_WITHHELD = (
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW__CORE__FERNET_KEY",
+    "AIRFLOW__API__SECRET_KEY",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
+)
 #: Ports of a first start (later starts reuse the ones recorded in the state folder).
 DEFAULT_PORTS = {"api": 8090, "postgres": 5439, "redis": 6389}
 #: The pool the experiment notebooks run in (notebook_experiments): one slot per worker here,
@@ -251,7 +260,9 @@ class Cluster:
             # opens goes through asyncpg (Airflow derives postgresql+asyncpg from this URL).
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{db}",
             "AIRFLOW__CELERY__BROKER_URL": f"redis://:{s['redis']}@127.0.0.1:{self.ports['redis']}/0",
-            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{db}",
+            # Task states come back through Redis, not the database: a worker then needs no
+            # database password at all (Airflow 3's workers report through the api-server).
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"redis://:{s['redis']}@127.0.0.1:{self.ports['redis']}/1",
             # Celery's delivery guarantees, written out (these are Airflow's defaults): a
             # worker acknowledges a task message only once the task has finished (acks late)
             # and reserves one message at a time, so a worker that dies loses no message it
@@ -271,6 +282,14 @@ class Cluster:
             env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"
         if worker:
             env[WORKER_NAME_ENV] = worker
+            # A Celery worker runs DAG code and learners' notebooks: it gets only what it
+            # needs, the broker (Redis) and the api-server's execution API, whose short-lived
+            # token comes with each task. No database password (it never opens the database
+            # in Airflow 3), no JWT signing secret (it signs nothing: the scheduler issues the
+            # task's token, the api-server checks it), no Fernet key (connections and
+            # variables reach it decrypted, through the execution API), no UI secret.
+            for key in WORKER_WITHHELD:
+                env.pop(key, None)
         return env
 
     # ------------------------------------------------------------------ start
