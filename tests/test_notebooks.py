@@ -9,6 +9,7 @@ its first exercise with that exercise's hint is asserted on the grader's run of 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -169,7 +170,7 @@ def test_solution_hygiene(name):
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.kernel
 def test_solution_runs_on_the_smoke_config(name, smoke_run):
-    out, _, seconds, error = smoke_run(name)
+    out, root, seconds, error = smoke_run(name)
     print(f"{name}: {seconds:.1f} s on configs/smoke.yaml")
     assert error is None, error
     executed = nbformat.read(out, as_version=4)
@@ -181,6 +182,15 @@ def test_solution_runs_on_the_smoke_config(name, smoke_run):
         if o.output_type == "error"
     ]
     assert errors == []
+    # Every project path the notebook's text quotes (`runs/lab1_3/experiments/`, with
+    # `<name>`-style placeholders as wildcards) exists after its run: a renamed folder
+    # leaves no stale directions. A config's run id is the run-id test's (another config).
+    text = "\n".join(c.source for c in executed.cells if c.cell_type == "markdown")
+    for quoted in set(re.findall(r"`((?:runs|data|registry)/[^`\s]*)`", text)):
+        if re.search(r"\b(default|smoke)-[0-9a-f]{10}\b", quoted):
+            continue
+        pattern = re.sub(r"<[^>]+>", "*", quoted).rstrip("/")
+        assert list(root.glob(pattern)), f"{name} quotes `{quoted}`, absent after its run"
     text = json.dumps([c.get("outputs", []) for c in executed.cells], ensure_ascii=False)
     assert "✓" in text, "the self-checks ran and passed"
     assert "httpx" not in text, "no deprecation warnings of Airflow's dependencies in the output"
