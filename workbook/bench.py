@@ -144,13 +144,17 @@ def select(
     base = load_config(config_path, ["training.progress=false"])
     device = select_device(base.training.device)
     root = paths.resolve(base.data.root)
-    candidates = []
+    candidates, splits_of = [], {}  # a seed's splits are the same for every candidate
     for values in itertools.product(*grid.values()):
         overrides = [f"{k}={v}" for k, v in zip(grid, values, strict=True)]
         val, models = [], []
         for seed in range(seeds):
             cfg = load_config(config_path, ["training.progress=false", f"seed={seed}", *overrides])
-            splits = data.load_splits(root, cfg.data.val_fraction, seed, cfg.data.subset)
+            if seed not in splits_of:
+                splits_of[seed] = data.load_splits(
+                    root, cfg.data.val_fraction, seed, cfg.data.subset
+                )
+            splits = splits_of[seed]
             model = _train_as_fit(cfg, splits, device)
             val_batches = data.tensor_batches(splits.val, 1000, False, 0, device=device)
             val.append(evaluate(model, val_batches, device)["accuracy"])
