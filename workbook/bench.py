@@ -144,17 +144,18 @@ def select(
     base = load_config(config_path, ["training.progress=false"])
     device = select_device(base.training.device)
     root = paths.resolve(base.data.root)
-    candidates, splits_of = [], {}  # a seed's splits are the same for every candidate
+    candidates, splits_of = [], {}  # one load per seed and split, whatever the model
     for values in itertools.product(*grid.values()):
         overrides = [f"{k}={v}" for k, v in zip(grid, values, strict=True)]
         val, models = [], []
         for seed in range(seeds):
             cfg = load_config(config_path, ["training.progress=false", f"seed={seed}", *overrides])
-            if seed not in splits_of:
-                splits_of[seed] = data.load_splits(
+            key = (seed, cfg.data.val_fraction, cfg.data.subset)
+            if key not in splits_of:
+                splits_of[key] = data.load_splits(
                     root, cfg.data.val_fraction, seed, cfg.data.subset
                 )
-            splits = splits_of[seed]
+            splits = splits_of[key]
             model = _train_as_fit(cfg, splits, device)
             val_batches = data.tensor_batches(splits.val, 1000, False, 0, device=device)
             val.append(evaluate(model, val_batches, device)["accuracy"])
