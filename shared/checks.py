@@ -633,6 +633,33 @@ def all_succeeded(states: dict[str, str]) -> None:
 # --------------------------------------------------------------------------- 02 PyTorch
 
 
+@_check("class_counts: images per digit in the training split")
+def class_counts(counts: Any, split) -> None:
+    import torch
+
+    assert isinstance(counts, torch.Tensor), (
+        f"class_counts is a {type(counts).__name__}; make it a tensor of 10 counts"
+    )
+    assert tuple(counts.shape) == (10,), (
+        f"class_counts has shape {tuple(counts.shape)}; one count per digit 0-9 is (10,)"
+    )
+    want = torch.bincount(split.labels, minlength=10)
+    if torch.equal(counts.to(torch.int64), want) and not counts.is_floating_point():
+        return
+    total = counts.double().sum().item()
+    assert abs(total - 1) > 1e-3, (
+        "these are shares (they add up to 1); the question asks for counts"
+    )
+    assert round(total) == len(split.labels), (
+        f"your counts add up to {total:,.0f}; the training split holds {len(split.labels):,} "
+        "images: count each of them, once"
+    )
+    raise AssertionError(
+        "the counts add up to the split's size but not per digit: index d must hold the "
+        "number of images labelled d"
+    )
+
+
 @_check("flatten: (64, 1, 28, 28) -> (64, 784)")
 def flatten_batch(func) -> None:
     import torch

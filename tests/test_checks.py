@@ -884,3 +884,25 @@ def test_an_unattempted_optional_speedrun_is_said_so_in_the_notebook_and_fails_f
     assert "optional, not attempted" in capsys.readouterr().out
     with pytest.raises(checks.CheckFailed, match="not written yet"):
         checks.speedrun(Stub, {"batch_size": 64, "learning_rate": 0.01}, subset=1200)
+
+
+def test_class_counts_names_each_plausible_mistake():
+    from shared.data import Split
+
+    labels = torch.tensor([0, 1, 1, 2, 9, 9, 9, 3, 4, 5, 6, 7, 8, 8])
+    split = Split(torch.zeros(len(labels), 28, 28, dtype=torch.uint8), labels)
+    checks.class_counts(torch.bincount(labels, minlength=10), split)
+    right = torch.bincount(labels, minlength=10)
+    for wrong, message in (
+        ([2] * 10, "make it a tensor"),
+        (torch.bincount(labels), None),  # all ten digits occur here: the same counts
+        (torch.bincount(labels[:5], minlength=10), "add up to 5"),
+        (right.float() / len(labels), "shares"),
+        (right.flip(0), "not per digit"),
+        (right[:9], "shape"),
+    ):
+        if message is None:
+            checks.class_counts(wrong, split)
+            continue
+        with pytest.raises(checks.CheckFailed, match=message):
+            checks.class_counts(wrong, split)

@@ -461,13 +461,16 @@ _LAB_1_1 = (
     _public(checks.all_succeeded, "all_succeeded", 1, ("draft", "states"),
             lambda ns: checks.all_succeeded(ns["states"])),
     Check("partitions_by_date", "the DAG writes a new day's partitions, rerun-safe (hidden: "
-          "runs 2024-03-15)", 3, ("draft",), _dag_partitions_by_date, public=False, timeout=180),
+          "runs 2024-03-15)", 3, ("draft",), _dag_partitions_by_date, public=False, timeout=300),
     Check("no_logical_date", "a run without a logical date fails at once, for good, before "
           "writing (hidden)", 1, ("draft",), _refuses_a_run_without_a_date, public=False),
     _public(checks.debugged_dag, "debugged_dag", 3, ("debug_file", "evidence"),
-            lambda ns: checks.debugged_dag(ns["debug_file"], ns["evidence"]), timeout=240),
+            # four fresh parses and two DAG runs: minutes on a busy 2-core machine
+            lambda ns: checks.debugged_dag(ns["debug_file"], ns["evidence"]), timeout=420),
 )
 _LAB_1_2A = (
+    _public(checks.class_counts, "class_counts", 1, ("class_counts", "splits"),
+            lambda ns: checks.class_counts(ns["class_counts"], ns["splits"].train)),
     _public(checks.flatten_batch, "flatten", 1, ("flatten",),
             lambda ns: checks.flatten_batch(ns["flatten"])),
     _public(checks.gradient, "gradient", 1, ("grad_by_hand", "grad_by_autograd"),
