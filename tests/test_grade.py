@@ -414,6 +414,10 @@ def test_every_solution_scores_full_marks(lab_id, tmp_path):
     assert report["status"] == "graded" and report["errors"] == []
     assert report["score"] == report["max_score"] == suites.LABS[lab_id].max_points
     assert set(statuses(report).values()) == {"pass"}
+    # the solution's own model answers are read as its written answers, pending a score
+    assert all(w["text"] and w["points"] is None for w in report.get("written", [])), [
+        w["id"] for w in report.get("written", []) if not w["text"]
+    ]
     # the executed copy carries the appended check cells, one per check, after the loader
     # cell, whose source (the hidden suite) is not saved
     cells = nbformat.read(executed, as_version=4).cells

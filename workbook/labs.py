@@ -282,6 +282,12 @@ def _answer_marker(cell) -> re.Match | None:
     return (ANSWER_MD if cell.cell_type == "markdown" else ANSWER_CODE).match(first)
 
 
+def answer_id(cell) -> str | None:
+    """The id of the written answer a solution's cell holds (its ANSWER marker), or None."""
+    marker = _answer_marker(cell)
+    return marker["id"] if marker else None
+
+
 def written_questions(solution: nbformat.NotebookNode) -> list[Written]:
     """The questions of a solution notebook that the learner answers in words, in order."""
     out, previous = [], ""

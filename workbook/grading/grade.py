@@ -145,9 +145,12 @@ def written_answers(nb: nbformat.NotebookNode, lab: Lab) -> list[WrittenAnswer]:
     from workbook import labs
 
     cells = {c.get("id"): c for c in nb.cells}
+    # A notebook made from the lab has cells `answer-<id>`; the solution itself (graded to
+    # check the grader, or by an instructor) holds its model answers under their markers.
+    marked = {answer: c for c in nb.cells if (answer := labs.answer_id(c))}
     out = []
     for q in _questions(paths.project_root() / "solutions" / lab.notebook):
-        cell = cells.get(f"answer-{q.id}")
+        cell = cells.get(f"answer-{q.id}") or marked.get(q.id)
         text = labs.answer_text(cell) if cell is not None else ""
         # a blank answer scores 0 without the instructor; the others wait for them
         out.append(WrittenAnswer(q.id, q.prompt, q.points, text, None if text else 0))
