@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1695,4 +1695,175 @@ def config_trainer(train_from_config: Callable) -> None:
     assert same and first["test_accuracy"] == again["test_accuracy"], (
         "two runs of the same config gave different weights: does every random draw (the first "
         "weights, the order of the batches) follow from config.seed?"
+    )
+
+
+# --------------------------------------------------------------------------- 04 your pipeline
+
+#: Lab 1.4's DAGs and the order their tasks must run in (each pair: first before second).
+LAB1_4_ORDER = {
+    "my_training_pipeline": ["ingest", "validate", "train", "evaluate", "register"],
+    "my_model_in_production": ["deliver", "predict", "monitor", "drift_found", "flag_drift"],
+    "my_retraining": ["retrain", "challenge"],
+}
+DRIFT_ASSET = "mnist_drift"
+
+
+def lab1_4_dag(folder, dag_id: str):
+    """The DAG ``dag_id`` from ``<folder>/<dag_id>.py``, or a failure naming what is wrong."""
+    from pathlib import Path
+
+    from shared.airflow_local import first_import_error, load_dag_file
+
+    path = Path(folder) / f"{dag_id}.py"
+    assert path.is_file(), f"{paths.show(path)} is missing: run the cell that writes it"
+    bag = load_dag_file(path)
+    error = first_import_error(bag)
+    if error:
+        _fail(f"{dag_id}: the file does not import: {error}")
+    dag = bag.get_dag(dag_id)
+    assert dag is not None, f"{path.name} holds no DAG with dag_id {dag_id!r} (found {bag.dag_ids})"
+    return dag
+
+
+def _asset_names(obj) -> set[str]:
+    """The names of the assets in a task's outlets or a DAG's asset condition (an Asset, or
+    AssetAll / AssetAny of them, nested)."""
+    if obj is None:
+        return set()
+    if isinstance(obj, list | tuple):
+        return set().union(*(_asset_names(o) for o in obj)) if obj else set()
+    if hasattr(obj, "objects"):  # AssetAll, AssetAny
+        return _asset_names(list(obj.objects))
+    name = getattr(obj, "name", None)
+    return {name} if isinstance(name, str) else set()
+
+
+@_check("your Lab 1.4 DAGs: their tasks, their order, the asset between them")
+def lab1_4_dags(folder, dag_ids: Sequence[str] = tuple(LAB1_4_ORDER)) -> None:
+    for dag_id in dag_ids:
+        order = LAB1_4_ORDER[dag_id]
+        dag = lab1_4_dag(folder, dag_id)
+        tasks = set(dag.task_dict)
+        assert tasks == set(order), (
+            f"{dag_id} has the tasks {sorted(tasks)}; the table asks for {order}"
+        )
+        for first, then in zip(order, order[1:], strict=False):
+            assert first in dag.task_dict[then].upstream_task_ids, (
+                f"{dag_id}: {then} does not wait for {first}; wire them so {first} runs first "
+                "(a task that takes another's result waits for it)"
+            )
+        if dag_id == "my_model_in_production":
+            outlets = _asset_names(dag.task_dict["flag_drift"].outlets)
+            assert DRIFT_ASSET in outlets, (
+                f"flag_drift updates {sorted(outlets) or 'no asset'}; it must name the asset "
+                f"{DRIFT_ASSET!r} among its outlets, or nothing ever tells my_retraining"
+            )
+        if dag_id == "my_retraining":
+            scheduled_on = _asset_names(getattr(dag.timetable, "asset_condition", None))
+            assert DRIFT_ASSET in scheduled_on, (
+                f"my_retraining is scheduled {dag.schedule!r}; it must run when the "
+                f"asset {DRIFT_ASSET!r} is updated, the one flag_drift updates"
+            )
+        else:
+            assert dag.catchup is False, (
+                f"{dag_id}: catchup is on; switching it on would create a run for every day "
+                "since its start_date"
+            )
+
+
+@_check("my_training_pipeline: runs for two dates of yours, each into its own partitions")
+def two_dates(runs: Any) -> None:
+    assert isinstance(runs, dict) and len(runs) == 2, (
+        f"expected {{date: states}} for two dates; found {str(runs)[:80]}"
+    )
+    for ds, states in runs.items():
+        bad = {t: s for t, s in states.items() if s != "success"}
+        assert not bad, f"the run for {ds} has tasks that did not succeed: {bad}; read its log"
+        for stage in ("raw", "processed"):
+            folder = paths.data_root() / stage / ds
+            assert (folder).is_dir(), f"after the run for {ds} there is no data/{stage}/{ds}/"
+
+
+def pipeline_failure_problems(dag, ds: str, bad_config: str) -> list[str]:
+    """Run ``my_training_pipeline`` twice for ``ds``: with a config that fails validation
+    (``train`` must fail on its first try, for good) and with an ingest that fails once with
+    a transient OSError (``ingest`` must succeed on its retry). Returns what went wrong."""
+    from shared import airflow_local, pipeline
+
+    problems = []
+    # The runs' logs (two tracebacks, on purpose) stay out of the learner's cell.
+    tries, _ = airflow_local.run_dag_logged(dag, ds, conf={"config_path": bad_config})
+    state, attempt = tries.get("train", ("missing", 0))
+    if state == "success":
+        problems.append(f"with the config {bad_config} (a batch size of 0) train succeeded: "
+                        "does it train the config named by params['config_path']?")  # fmt: skip
+    elif attempt > 1:
+        problems.append(f"train failed only after {attempt} tries with a config that is wrong: "
+                        "no retry can fix a config, so the first failure must be the last")  # fmt: skip
+    if tries.get("register", ("",))[0] == "success":
+        problems.append("register succeeded after a failed train")
+    real, calls = pipeline.ingest, []
+
+    def flaky_ingest(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("the data share is busy (simulated): try again")
+        return real(*args, **kwargs)
+
+    pipeline.ingest = flaky_ingest
+    try:
+        tries, _ = airflow_local.run_dag_logged(dag, ds)
+    finally:
+        pipeline.ingest = real
+    if not calls:
+        problems.append("ingest never called shared.pipeline.ingest: the check could not "
+                        "simulate a busy disk")  # fmt: skip
+    elif tries.get("ingest") != ("success", 2):
+        state, attempt = tries.get("ingest", ("missing", 0))
+        problems.append(f"when the data share was busy once, ingest ended {state} after "
+                        f"{attempt} tr{'y' if attempt == 1 else 'ies'}: a transient error "
+                        "should be retried, and succeed on the second try")  # fmt: skip
+    return problems
+
+
+@_check("my_training_pipeline: a bad config fails at once, a busy disk is retried")
+def pipeline_failures(dag, ds: str, bad_config: str) -> None:
+    problems = pipeline_failure_problems(dag, ds, bad_config)
+    assert not problems, "\n  " + "\n  ".join(problems)
+
+
+@_check("your prediction of the backfill's runs")
+def backfill_prediction(predicted: Any, planned: list[str]) -> None:
+    assert isinstance(predicted, list | tuple) and all(isinstance(d, str) for d in predicted), (
+        f"predicted_runs should be a list of dates as 'YYYY-MM-DD' strings; found {predicted!r}"
+    )
+    missing, extra = sorted(set(planned) - set(predicted)), sorted(set(predicted) - set(planned))
+    assert not missing and not extra, (
+        f"the dry run plans {len(planned)} run(s); you predicted {len(predicted)}"
+        + (f"; you left out {missing}" if missing else "")
+        + (f"; it plans none for {extra}" if extra else "")
+        + ". Which dates did your two runs already cover, and what does --reprocess-behavior "
+        "none do with them?"
+    )
+
+
+@_check("the loop closed: drift found on the shifted days only, a retrained model registered")
+def loop_closed(days: Any) -> None:
+    from shared import lifecycle
+
+    assert isinstance(days, list) and days, "days should be the list of rows the loop built"
+    for row in days:
+        expected = lifecycle.is_shifted(row["ds"])
+        assert row["drift"] == expected, (
+            f"on {row['ds']} your monitor {'found' if row['drift'] else 'did not find'} drift, "
+            f"but that day {'comes from the new scanner' if expected else 'is a normal day'}: "
+            "look at the numbers the monitor reported that day, and at your thresholds"
+        )
+    assert any(row.get("registered") for row in days), (
+        "no retrained model was registered: read my_retraining's log in the loop's output"
+    )
+    assert days[-1]["accuracy"] > min(r["accuracy"] for r in days) + 0.2, (
+        "the last day's accuracy is no better than the worst day's: the retrained model is "
+        "not the one predicting; does predict read best.json on each run?"
     )

@@ -342,10 +342,15 @@ def check_date(ds: str) -> str:
     return ds
 
 
+#: The date-partitioned stages under data/: the pipeline's (raw, processed) and the
+#: lifecycle's (production batches, predictions, monitoring reports; shared.lifecycle).
+STAGES = ("raw", "processed", "production", "predictions", "monitoring")
+
+
 def partition_dir(stage: str, ds: str, root: str | os.PathLike[str]) -> Path:
     """``<root>/<stage>/<ds>``, e.g. ``data/raw/2024-01-01``."""
-    if stage not in ("raw", "processed"):
-        raise ValueError(f"stage {stage!r}: expected 'raw' or 'processed'")
+    if stage not in STAGES:
+        raise ValueError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
     return Path(root) / stage / check_date(ds)
 
 

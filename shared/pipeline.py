@@ -113,7 +113,8 @@ def _partition_split(arrays: dict[str, np.ndarray], name: str):
     )
 
 
-def _splits_from_partition(ds: str, data_root, val_fraction: float, seed: int):
+def splits_from_partition(ds: str, data_root, val_fraction: float, seed: int):
+    """The day's raw partition as train / validation (a seeded split) / test."""
     from shared import data
 
     arrays = data.read_partition("raw", ds, data_root)
@@ -137,7 +138,7 @@ def train(
     from shared.train import fit
 
     config = load_config(config_path, [*(overrides or []), "training.progress=false"])
-    splits = _splits_from_partition(ds, data_root, config.data.val_fraction, config.seed)
+    splits = splits_from_partition(ds, data_root, config.data.val_fraction, config.seed)
     run_dir = Path(runs_root) / "pipeline" / ds / config.run_id()
     if run_dir.exists():
         shutil.rmtree(run_dir)  # idempotent: a rerun starts from nothing, never mixes attempts
@@ -266,3 +267,29 @@ def _highest(registry: Path, prefer: str, test_set: dict[str, Any] | None) -> di
             entries.append(_best_entry(r["version"], reg.parent, float(r["test_accuracy"]),
                                        r["ds"], r.get("test_set")))  # fmt: skip
     return max(entries, key=lambda e: (e["accuracy"], e["version"] == prefer))
+
+
+def outputs_fingerprint(
+    ds: str, data_root: str | os.PathLike[str], runs_root: str | os.PathLike[str]
+) -> dict[str, str]:
+    """What a run for ``ds`` left behind, as {path: digest}: every file of the day's data
+    partitions byte for byte; of each training run, its config, its evaluation and its
+    weights. A training run also records how long each epoch took (metrics.json, the
+    checkpoint's history), which no rerun repeats: those files count by the weights they hold.
+    Two equal fingerprints mean a rerun changed nothing that was computed."""
+    import hashlib
+
+    from shared.train import load_checkpoint, weights_digest
+
+    found: dict[str, str] = {}
+    folders = [Path(data_root) / stage / ds for stage in ("raw", "processed")]
+    for folder in [*folders, Path(runs_root) / "pipeline" / ds]:
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+            if not path.is_file() or any(p.startswith(".") for p in path.parts[-3:]):
+                continue
+            name = path.relative_to(Path(folder).parent.parent).as_posix()
+            if path.name == "checkpoint.pt":
+                found[name] = "weights " + weights_digest(load_checkpoint(path)["model"])
+            elif path.name not in ("metrics.json", "environment.json"):
+                found[name] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return found

@@ -219,6 +219,33 @@ def lifecycle_figure() -> Figure:
     return fig
 
 
+def accuracy_over_days(days: Sequence[Mapping[str, Any]]) -> Figure:
+    """Lab 1.4's loop, day by day: the accuracy of the model in service on each day's
+    images (known once the labels arrive), the days the monitor found drift (shaded), and
+    the days a retrained model was registered (it serves from the next day on)."""
+    fig = Figure(figsize=(9, 3.6))
+    ax = fig.add_subplot()
+    x = list(range(len(days)))
+    for i, day in enumerate(days):
+        if day.get("drift"):
+            ax.axvspan(i - 0.5, i + 0.5, color="tab:red", alpha=0.12, lw=0)
+    ax.plot(x, [d["accuracy"] for d in days], "o-", color="tab:blue", label="accuracy that day")
+    for i, day in enumerate(days):
+        ax.annotate(f"{day['accuracy']:.0%}", (i, day["accuracy"]), textcoords="offset points",
+                    xytext=(0, 7), ha="center", fontsize=8)  # fmt: skip
+        if day.get("registered"):
+            ax.axvline(i + 0.5, color="tab:green", ls="--", lw=1.5)
+    ax.plot([], [], color="tab:red", alpha=0.3, lw=8, label="monitor found drift")
+    ax.plot([], [], color="tab:green", ls="--", label="retrained model registered")
+    ax.set_xticks(x, [d["ds"] for d in days], rotation=30, fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("accuracy of the model in service")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: Figure, path: str | os.PathLike[str], dpi: int = 110) -> Path:
     """Write ``fig`` (format from the suffix) atomically; returns the path."""
 

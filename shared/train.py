@@ -16,6 +16,7 @@ DistributedDataParallel (gloo on CPU); rank 0 alone writes.
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 import random
@@ -32,7 +33,7 @@ from torch import nn
 
 from shared import paths
 from shared.config import Config, TrainingConfig, save_config
-from shared.io import atomic_path, atomic_write_json, tqdm_disable
+from shared.io import atomic_write_bytes, atomic_write_json, tqdm_disable
 
 CHECKPOINT_FORMAT = 1
 
@@ -282,10 +283,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """``torch.save`` through a temporary file, so a crash never leaves half a checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return Path(path)
+    """``torch.save`` into memory, then written through a temporary file, so a crash never
+    leaves half a checkpoint. Saved to a file, the archive inside would be named after the
+    temporary file; from memory it is always "archive", so the same state gives the same
+    bytes (a rerun of a pipeline date leaves an identical checkpoint)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -31,6 +31,22 @@ EXPECTED_STRUCTURE = {
         "evaluate": {"register"},
         "register": set(),
     },
+    # Lab 1.4's, promoted from its solution
+    "my_training_pipeline": {
+        "ingest": {"validate"},
+        "validate": {"train"},
+        "train": {"evaluate", "register"},
+        "evaluate": {"register"},
+        "register": set(),
+    },
+    "my_model_in_production": {
+        "deliver": {"predict"},
+        "predict": {"monitor"},
+        "monitor": {"drift_found"},
+        "drift_found": {"flag_drift"},
+        "flag_drift": set(),
+    },
+    "my_retraining": {"retrain": {"challenge"}, "challenge": set()},
     "notebook_experiments": {
         "list_configs": {"run_notebook"},
         "run_notebook": {"compare"},

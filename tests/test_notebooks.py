@@ -36,6 +36,7 @@ def test_course_notebooks_exist_in_order():
         "02_lab1_2a_pytorch_from_scratch.ipynb",
         "02_lab1_2b_training_on_mnist.ipynb",
         "03_lab1_3_config_driven_training.ipynb",
+        "04_lab1_4_your_pipeline.ipynb",
     ]
     assert sorted(p.name for p in (REPO / "labs").glob("*.ipynb")) == NAMES
 
@@ -105,21 +106,31 @@ def test_labs_check_reports_a_hand_edited_lab(tmp_path):
     assert any("99_orphan.ipynb: has no solution notebook" in p for p in problems)
 
 
-def test_promoted_dag_matches_the_lab_1_1_solution():
-    """dags/lab1_1_first_dag.py is exactly what the solution's %%writefile cell promotes."""
+PROMOTED = [  # (solution notebook, the variable its %%writefile cell writes, the DAG file)
+    ("01_lab1_1_first_airflow_dag.ipynb", "draft", "lab1_1/lab1_1_first_dag.py"),
+    ("04_lab1_4_your_pipeline.ipynb", "training_dag", "lab1_4/dags/my_training_pipeline.py"),
+    ("04_lab1_4_your_pipeline.ipynb", "production_dag", "lab1_4/dags/my_model_in_production.py"),
+    ("04_lab1_4_your_pipeline.ipynb", "retraining_dag", "lab1_4/dags/my_retraining.py"),
+]
+
+
+@pytest.mark.parametrize(("name", "variable", "draft"), PROMOTED)
+def test_promoted_dags_match_their_solutions(name, variable, draft):
+    """Each DAG in dags/ that a lab promotes is exactly what its solution's %%writefile cell
+    writes, without the authoring lines."""
     (cell,) = [
         c
-        for c in code_cells(REPO / "solutions" / NAMES[1])
-        if c.source.startswith("%%writefile {draft}")
+        for c in code_cells(REPO / "solutions" / name)
+        if c.source.startswith(f"%%writefile {{{variable}}}")
     ]
     published = labs.published_source(cell.source.split("\n", 1)[1])
-    assert "###" not in published.replace("### Lab 1.1", "")
+    assert "### BEGIN" not in published and "### HINT" not in published
     # promote (a learner's tool, in shared) drops the marker lines without the labs' parser
     assert airflow_local.without_authoring_lines(cell.source.split("\n", 1)[1]) == published
-    promoted = (REPO / "dags" / "lab1_1_first_dag.py").read_text()
+    promoted = (REPO / "dags" / Path(draft).name).read_text()
     header, body = promoted.split("\n", 2)[:2], promoted.split("\n", 2)[2]
     # the file says where it comes from, so an edit of it is not lost without a word
-    assert header[0].startswith("# Promoted from runs/lab1_1/lab1_1_first_dag.py by ")
+    assert header[0].startswith(f"# Promoted from runs/{draft} by ")
     assert "edit what writes that draft" in header[0] and "an edit here is replaced" in header[1]
     assert published.rstrip("\n") == body.rstrip("\n")
 

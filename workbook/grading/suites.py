@@ -417,6 +417,123 @@ def _trainer_unseen_configs(ns: Namespace) -> None:
         )
 
 
+# --------------------------------------------------------------------------- 04 your pipeline
+
+#: The hidden checks' days: a date the notebook never trains, a normal day and a day from
+#: the new scanner that its production loop never shows.
+_UNSEEN_TRAINING_DAY, _UNSEEN_NORMAL_DAY, _UNSEEN_SHIFTED_DAY = (
+    "2024-03-15",
+    "2024-01-20",
+    "2024-03-20",
+)
+
+
+def _lab1_4_dag(ns: Namespace, dag_id: str):
+    return checks.lab1_4_dag(ns["drafts"], dag_id)
+
+
+def _lab1_4_conf(ns: Namespace) -> dict[str, Any]:
+    return {"config_path": ns.get("config_path", "configs/smoke.yaml"), "subset": ns.get("subset")}
+
+
+def _pipeline_unseen_date(ns: Namespace) -> None:
+    """The learner's training pipeline for a date the notebook never uses: every task
+    succeeds, the day's partitions and run appear, and a rerun changes nothing computed."""
+    from shared import airflow_local, pipeline
+
+    dag, ds = _lab1_4_dag(ns, "my_training_pipeline"), _UNSEEN_TRAINING_DAY
+    states = airflow_local.run_dag(dag, ds, conf=_lab1_4_conf(ns))
+    failed = {t: s for t, s in states.items() if s != "success"}
+    assert not failed, (
+        f"a run for {ds} did not succeed: {failed}; run your DAG for {ds} and read the log"
+    )
+    before = pipeline.outputs_fingerprint(ds, paths.data_root(), paths.runs_root())
+    assert any(k.startswith(f"raw/{ds}/") for k in before) and any(
+        k.startswith(f"pipeline/{ds}/") for k in before
+    ), (
+        f"after a run for {ds} expected data/raw/{ds}/ and runs/pipeline/{ds}/: take the date "
+        "from ds, not from a fixed string"
+    )
+    airflow_local.run_dag(dag, ds, conf=_lab1_4_conf(ns))
+    after = pipeline.outputs_fingerprint(ds, paths.data_root(), paths.runs_root())
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"a rerun of {ds} changed {changed}: a rerun must replace, not add"
+
+
+def _pipeline_refuses_no_date(ns: Namespace) -> None:
+    """ingest in a run without a logical date: it must fail for good, writing nothing."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    dag = _lab1_4_dag(ns, "my_training_pipeline")
+    raw = paths.data_root() / "raw"
+    before = sorted(p.name for p in raw.iterdir()) if raw.is_dir() else []
+    try:
+        dag.task_dict["ingest"].python_callable(ds=None, params=_lab1_4_conf(ns))
+    except AirflowFailException:
+        pass
+    except Exception as exc:
+        raise AssertionError(
+            f"in a run without a logical date ingest raised {type(exc).__name__}: "
+            f"{str(exc)[:120]}; Airflow would retry it, and a retry brings no date either"
+        ) from None
+    else:
+        raise AssertionError("in a run without a logical date (ds None) ingest carried on")
+    after = sorted(p.name for p in raw.iterdir()) if raw.is_dir() else []
+    assert after == before, f"it wrote {sorted(set(after) - set(before))} before failing"
+
+
+def _monitor_unseen_days(ns: Namespace) -> None:
+    """The learner's production DAG on two days the notebook never shows: a normal one (no
+    drift: flag_drift skipped, the run still green) and one from the new scanner (drift:
+    flag_drift updates the asset). The predictions carry each input's fingerprint."""
+    import json
+
+    from shared import airflow_local, data, lifecycle
+
+    dag = _lab1_4_dag(ns, "my_model_in_production")
+    for ds, shifted in ((_UNSEEN_NORMAL_DAY, False), (_UNSEEN_SHIFTED_DAY, True)):
+        states = airflow_local.run_dag(dag, ds)
+        bad = {t: s for t, s in states.items() if t != "flag_drift" and s != "success"}
+        assert not bad, f"the run for {ds} has tasks that did not succeed: {bad}"
+        flagged = states.get("flag_drift") == "success"
+        assert flagged == shifted, (
+            f"on {ds}, {'a day from the new scanner' if shifted else 'a normal day'}, "
+            f"flag_drift ended {states.get('flag_drift')}: your monitor "
+            f"{'missed the drift' if shifted else 'raised a false alarm'}; compare that "
+            "day's report in data/monitoring/ with your thresholds"
+        )
+    images = data.read_partition("production", _UNSEEN_SHIFTED_DAY, paths.data_root())["images"]
+    stored = json.loads(
+        (data.partition_dir("predictions", _UNSEEN_SHIFTED_DAY, paths.data_root())
+         / "predictions.json").read_text()
+    )["predictions"]  # fmt: skip
+    assert [p["input"] for p in stored] == [lifecycle.fingerprint(im) for im in images], (
+        "the stored predictions do not match the day's images one for one"
+    )
+
+
+def _retraining_unseen_drift(ns: Namespace) -> None:
+    """After the unseen shifted day's alarm, the learner's retraining DAG retrains for that
+    day (read from the asset's event, not from a date in the code) and the challenge is on
+    the same exam for both models."""
+    import json
+
+    from shared import airflow_local
+
+    dag = _lab1_4_dag(ns, "my_retraining")
+    states = airflow_local.run_dag(dag, _UNSEEN_SHIFTED_DAY)
+    bad = {t: s for t, s in states.items() if s != "success"}
+    assert not bad, f"my_retraining after the drift of {_UNSEEN_SHIFTED_DAY}: {bad}"
+    trained = paths.runs_root() / "retraining" / _UNSEEN_SHIFTED_DAY
+    assert trained.is_dir(), (
+        f"no run under runs/retraining/{_UNSEEN_SHIFTED_DAY}/: retrain must train for the day "
+        "the asset's latest event names"
+    )
+    (run,) = [p for p in trained.iterdir() if not p.name.startswith(".")]
+    days = json.loads((run / "trained_on.json").read_text())["production_days"]
+    assert days and days[-1] == _UNSEEN_SHIFTED_DAY, f"it trained on the days {days}"
+
+
 # --------------------------------------------------------------------------- the suites
 
 # One line per check: id, points, the names it needs, then how it is called (public: the
@@ -535,6 +652,30 @@ _LAB_1_3 = (
     _public(checks.my_experiments, "my_experiments", 2, ("mine_dir",),
             lambda ns: checks.my_experiments(ns["mine_dir"])),
 )
+_LAB_1_4 = (
+    _public(checks.lab1_4_dags, "lab1_4_dags", 3, ("drafts",),
+            lambda ns: checks.lab1_4_dags(ns["drafts"])),
+    _public(checks.two_dates, "two_dates", 1, ("runs",), lambda ns: checks.two_dates(ns["runs"])),
+    _public(checks.pipeline_failures, "pipeline_failures", 2, ("drafts", "my_dates", "bad_config"),
+            lambda ns: checks.pipeline_failures(_lab1_4_dag(ns, "my_training_pipeline"),
+                                                ns["my_dates"][0], str(ns["bad_config"])),
+            timeout=300),
+    Check("unseen_training_date", "the pipeline on a date the notebook never runs, then rerun "
+          "(hidden: 2024-03-15)", 3, ("drafts",), _pipeline_unseen_date, public=False,
+          timeout=300),
+    Check("refuses_no_date", "a run without a logical date fails at once, for good, before "
+          "writing (hidden)", 1, ("drafts",), _pipeline_refuses_no_date, public=False),
+    _public(checks.backfill_prediction, "backfill_prediction", 1, ("predicted_runs", "planned"),
+            lambda ns: checks.backfill_prediction(ns["predicted_runs"], ns["planned"])),
+    _public(checks.loop_closed, "loop_closed", 2, ("days",),
+            lambda ns: checks.loop_closed(ns["days"])),
+    Check("monitor_unseen_days", "the monitor on a normal day and a shifted day the notebook "
+          "never shows (hidden)", 3, ("drafts",), _monitor_unseen_days, public=False,
+          timeout=300),
+    Check("retraining_unseen_drift", "retraining for the unseen shifted day, read from the "
+          "asset's event (hidden)", 2, ("drafts",), _retraining_unseen_drift, public=False,
+          timeout=300),
+)
 # fmt: on
 
 LABS: dict[str, Lab] = {
@@ -555,6 +696,8 @@ LABS: dict[str, Lab] = {
         Lab("1.3", "Lab 1.3 · Config-driven training", "03_lab1_3_config_driven_training.ipynb",
             re.compile(r"^#\s*Lab 1\.3\b"),
             {"config_path": "configs/smoke.yaml", "overrides": [], "sweep": False}, _LAB_1_3),
+        Lab("1.4", "Lab 1.4 · Your pipeline", "04_lab1_4_your_pipeline.ipynb",
+            re.compile(r"^#\s*Lab 1\.4\b"), {"config_path": "configs/smoke.yaml"}, _LAB_1_4),
     )
 }  # fmt: skip
 
