@@ -42,7 +42,7 @@ def drifted(report: dict) -> bool:
 @dag(
     dag_id="my_model_in_production",
     schedule="@daily",
-    start_date=datetime(2024, 2, 1),
+    start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=1,
     tags=["phase1", "lab1.4"],

@@ -10,8 +10,9 @@ list_configs -> run_notebook (one mapped task per configs/experiments/*.yaml) ->
 
 * **list_configs** finds the experiment configs (add a YAML file there and the next run
   has one more mapped task: dynamic task mapping with `.expand`).
-* **run_notebook** executes `solutions/03_lab1_3_config_driven_training.ipynb` with
-  papermill, on the project's kernel `mlops-workbook`, with each cell's output in the task
+* **run_notebook** executes the Lab 1.3 notebook with papermill: the learner's own,
+  `labs/03_lab1_3_config_driven_training.ipynb`, once every exercise in the saved file is
+  written, else the solution's (the task's log says which, and why), on the project's kernel `mlops-workbook`, with each cell's output in the task
   log and a per-cell timeout. The notebook trains the config with its own
   `train_from_config` and records the run; the executed notebook lands in
   `runs/<ds>/experiments/` (a run triggered without a logical date: `runs/<run id>/`),
@@ -32,8 +33,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
-
-NOTEBOOK = "solutions/03_lab1_3_config_driven_training.ipynb"
 
 
 @dag(
@@ -80,19 +79,21 @@ def notebook_experiments():
         from shared import experiments, paths, pipeline
         from shared.config import load_config
 
+        notebook, why = experiments.notebook_for_experiments(paths.project_root())
+        print(f"running {paths.show(notebook)}, {why}")
         # a manual run may have no logical date (Airflow 3): then its run id names the folder
         out_dir = paths.runs_root() / pipeline.run_folder_name(ds, run_id) / "experiments"
         overrides = [*params["overrides"], f"output.root={out_dir}"]
         run_dir = out_dir / load_config(config_path, overrides).run_id()
         experiments.run_notebook(
-            paths.project_root() / NOTEBOOK,
+            notebook,
             out_dir / f"{Path(config_path).stem}.ipynb",
             {"config_path": config_path, "overrides": overrides, "sweep": False},
             timeout=600,
             log_output=True,  # each cell's output appears in the task log
         )
         if not (run_dir / "metrics.json").is_file():
-            raise RuntimeError(f"{NOTEBOOK} ran but wrote no metrics to {run_dir}")
+            raise RuntimeError(f"{paths.show(notebook)} ran but wrote no metrics to {run_dir}")
         return str(run_dir)
 
     @task

@@ -9,6 +9,7 @@ as "not written yet" with its hint, not as a traceback. The grader reuses these 
 from __future__ import annotations
 
 import functools
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -1778,6 +1779,7 @@ def two_dates(runs: Any) -> None:
         f"expected {{date: states}} for two dates; found {str(runs)[:80]}"
     )
     for ds, states in runs.items():
+        assert states, f"the run for {ds} ran no task: is {ds} before the DAG's start_date?"
         bad = {t: s for t, s in states.items() if s != "success"}
         assert not bad, f"the run for {ds} has tasks that did not succeed: {bad}; read its log"
         for stage in ("raw", "processed"):
@@ -1785,15 +1787,17 @@ def two_dates(runs: Any) -> None:
             assert (folder).is_dir(), f"after the run for {ds} there is no data/{stage}/{ds}/"
 
 
-def pipeline_failure_problems(dag, ds: str, bad_config: str) -> list[str]:
+def pipeline_failure_problems(dag, ds: str, bad_config: str, conf: dict) -> list[str]:
     """Run ``my_training_pipeline`` twice for ``ds``: with a config that fails validation
-    (``train`` must fail on its first try, for good) and with an ingest that fails once with
-    a transient OSError (``ingest`` must succeed on its retry). Returns what went wrong."""
+    (``train`` must fail on its first try, for good), and with ``ingest`` and ``train`` each
+    failing once with a transient OSError (each must succeed on its retry). Returns what went
+    wrong. ``conf`` is the params of a good run (a run for the same date may otherwise
+    inherit the bad config's)."""
     from shared import airflow_local, pipeline
 
     problems = []
     # The runs' logs (two tracebacks, on purpose) stay out of the learner's cell.
-    tries, _ = airflow_local.run_dag_logged(dag, ds, conf={"config_path": bad_config})
+    tries, _ = airflow_local.run_dag_logged(dag, ds, conf={**conf, "config_path": bad_config})
     state, attempt = tries.get("train", ("missing", 0))
     if state == "success":
         problems.append(f"with the config {bad_config} (a batch size of 0) train succeeded: "
@@ -1803,33 +1807,45 @@ def pipeline_failure_problems(dag, ds: str, bad_config: str) -> list[str]:
                         "no retry can fix a config, so the first failure must be the last")  # fmt: skip
     if tries.get("register", ("",))[0] == "success":
         problems.append("register succeeded after a failed train")
-    real, calls = pipeline.ingest, []
+    # A busy disk, once in ingest and once in train: each must succeed on its retry (a task
+    # that turns every error into AirflowFailException fails here for good).
+    calls: dict[str, int] = {}
 
-    def flaky_ingest(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise OSError("the data share is busy (simulated): try again")
-        return real(*args, **kwargs)
+    def flaky(name: str, real: Callable) -> Callable:
+        def once_busy(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            if calls[name] == 1:
+                raise OSError("the data share is busy (simulated): try again")
+            return real(*args, **kwargs)
 
-    pipeline.ingest = flaky_ingest
+        return once_busy
+
+    real = {name: getattr(pipeline, name) for name in ("ingest", "train")}
+    for name, function in real.items():
+        setattr(pipeline, name, flaky(name, function))
     try:
-        tries, _ = airflow_local.run_dag_logged(dag, ds)
+        tries, log = airflow_local.run_dag_logged(dag, ds, conf=conf)
     finally:
-        pipeline.ingest = real
-    if not calls:
-        problems.append("ingest never called shared.pipeline.ingest: the check could not "
-                        "simulate a busy disk")  # fmt: skip
-    elif tries.get("ingest") != ("success", 2):
-        state, attempt = tries.get("ingest", ("missing", 0))
-        problems.append(f"when the data share was busy once, ingest ended {state} after "
-                        f"{attempt} tr{'y' if attempt == 1 else 'ies'}: a transient error "
-                        "should be retried, and succeed on the second try")  # fmt: skip
+        for name, function in real.items():
+            setattr(pipeline, name, function)
+    errors = [line for line in airflow_local.log_lines_that_matter(log)
+              if re.match(r"^[\w.]*(Error|Exception)\b", line) and "simulated" not in line]  # fmt: skip
+    for name in real:
+        if not calls.get(name):
+            problems.append(f"{name} never called shared.pipeline.{name}: the check could not "
+                            "simulate a busy disk there")  # fmt: skip
+        elif tries.get(name) != ("success", 2):
+            state, attempt = tries.get(name, ("missing", 0))
+            problems.append(f"when the data share was busy once, {name} ended {state} after "
+                            f"{attempt} tr{'y' if attempt == 1 else 'ies'}: a transient error "
+                            "should be retried, and succeed on the second try"
+                            + (f" (the log's last error: {errors[-1][:200]})" if errors else ""))  # fmt: skip
     return problems
 
 
 @_check("my_training_pipeline: a bad config fails at once, a busy disk is retried")
-def pipeline_failures(dag, ds: str, bad_config: str) -> None:
-    problems = pipeline_failure_problems(dag, ds, bad_config)
+def pipeline_failures(dag, ds: str, bad_config: str, conf: dict) -> None:
+    problems = pipeline_failure_problems(dag, ds, bad_config, conf)
     assert not problems, "\n  " + "\n  ".join(problems)
 
 

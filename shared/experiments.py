@@ -246,6 +246,25 @@ def saved_notebook_problems(notebook: str | os.PathLike[str], *functions) -> lis
     return problems
 
 
+LAB_1_3 = "03_lab1_3_config_driven_training.ipynb"
+
+
+def notebook_for_experiments(root: str | os.PathLike[str]) -> tuple[Path, str]:
+    """The Lab 1.3 notebook an experiment sweep runs, and why: the learner's own
+    (``labs/``) once every exercise in the saved file is written, else the solution."""
+    root = Path(root)
+    mine = root / "labs" / LAB_1_3
+    if not mine.is_file():
+        return root / "solutions" / LAB_1_3, f"the solution: there is no {mine.name} in labs/"
+    problems = saved_notebook_problems(mine)
+    if problems:
+        return (
+            root / "solutions" / LAB_1_3,
+            f"the solution: your labs/{mine.name} has {problems[0]}",
+        )
+    return mine, "yours: every exercise in it is written"
+
+
 def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """One comparison row from a run folder's config.yaml and metrics.json."""
     from shared.config import load_config

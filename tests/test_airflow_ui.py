@@ -76,9 +76,51 @@ def alive(pid: int) -> bool:
     return True
 
 
+def lab1_4_capstone_on_the_live_stack(api: Api, env: dict, project: Path) -> None:
+    """Lab 1.4's promoted DAGs on the scheduler, as the lab tells a learner to run them:
+    Airflow's own `airflow backfill create` over three dates (through airflow_local.backfill,
+    which the notebook calls, in a process of its own with the stack's Airflow home), then a
+    production run for a day from the new scanner, whose asset event must start
+    my_retraining by itself (data-aware scheduling), which registers a better model."""
+    import sys
+
+    probe = (
+        "from shared import airflow_local; import json; "
+        "print(json.dumps(airflow_local.backfill("
+        "'my_training_pipeline', '2024-01-02', '2024-01-04', timeout=400)))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                          text=True, timeout=480)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    states = json.loads(done.stdout.strip().splitlines()[-1])
+    assert states == {d: "success" for d in ("2024-01-02", "2024-01-03", "2024-01-04")}, states
+    for ds in states:  # each date trained into its own partition
+        assert (project / "runs" / "pipeline" / ds).is_dir()
+    best = project / "registry" / "lab1_4" / "mnist" / "best.json"
+    assert json.loads(best.read_text())["ds"] == "2024-01-02", "ties never move best.json"
+
+    api.unpause("my_model_in_production")
+    api.unpause("my_retraining")
+    run_id = api.trigger("my_model_in_production", "2024-02-10")
+    assert api.wait("my_model_in_production", run_id, timeout=240) == "success"
+    flagged = {
+        t["task_id"]: t["state"] for t in api.task_instances("my_model_in_production", run_id)
+    }
+    assert flagged["flag_drift"] == "success", flagged
+
+    def retraining_run():
+        runs = api.get("/api/v2/dags/my_retraining/dagRuns")["dag_runs"]
+        return runs[0] if runs else None
+
+    started = wait_for(retraining_run, 120, "the asset event to start my_retraining")
+    assert started["run_type"] == "asset_triggered", started
+    assert api.wait("my_retraining", started["dag_run_id"], timeout=240) == "success"
+    assert json.loads(best.read_text())["version"].startswith("2024-02-10-retrained-")
+
+
 @pytest.mark.slow
 @pytest.mark.browser
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 @pytest.mark.airflow
 def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox, free_port, chromium):
     home, port = tmp_path / "airflow-home", free_port()
@@ -145,8 +187,10 @@ def test_ui_lists_dags_and_runs_lab1_1(tmp_path, sandbox, free_port, chromium):
         assert json.loads(summary.read_text())["count"] == 10, (
             "the task wrote into the project root"
         )
+        lab1_4_capstone_on_the_live_stack(api, env, sandbox)
         print(
-            f"UI test: started, ran lab1_1_first_dag and checked it in {time.monotonic() - start:.1f} s"
+            f"UI test: started, ran lab1_1_first_dag and Lab 1.4's DAGs (a backfill, an asset "
+            f"event) and checked them in {time.monotonic() - start:.1f} s"
         )
     finally:
         stopped = subprocess.run(

@@ -441,6 +441,7 @@ FIRST_HINT = {
     "1.2a": "not written yet: keep dimension 0",
     "1.2b": "not written yet: create the four layers",
     "1.3": "not written yet: a YAML string that extends default.yaml",
+    "1.4": "not written yet: five @task functions around shared.pipeline",
 }
 
 
@@ -498,6 +499,17 @@ BUGS = [
     ("1.3", "trainer_fixed_batch_size",
      {"batch_size=config.training.batch_size, shuffle=True": "batch_size=64, shuffle=True"},
      "trainer_unseen_configs", "take batch_size and epochs from config.training"),
+    # Lab 1.4: no retries, so a busy disk fails the run; a retraining that always retrains
+    # for the notebook's drift day (the notebook's own loop still passes)
+    ("1.4", "no_retries",
+     {'        "retries": 2,  # transient failures retry on their own\n': '        "retries": 0,\n'},
+     "pipeline_failures", "a transient error should be retried"),
+    ("1.4", "retrains_a_fixed_day", {'day = events[-1].extra["ds"]': 'day = "2024-02-04"'},
+     "retraining_unseen_drift", "the asset's latest event names"),
+    # a threshold under the normal days' own variation: the notebook's days pass, an unseen
+    # normal day at the top of that variation raises a false alarm
+    ("1.4", "too_sensitive", {"INTENSITY_THRESHOLD = 0.01": "INTENSITY_THRESHOLD = 0.003"},
+     "monitor_unseen_days", "raised a false alarm"),
 ]  # fmt: skip
 
 

@@ -260,3 +260,17 @@ def test_run_ids_the_text_quotes_are_the_configs_own():
             text = path.read_text()
         for name, quoted in re.findall(r"\b(default|smoke)-([0-9a-f]{10})\b", text):
             assert f"{name}-{quoted}" == ids[name], f"{path.name} quotes {name}-{quoted}"
+
+
+def test_the_experiments_dag_runs_the_learners_lab_1_3_once_it_is_complete(tmp_path):
+    """notebook_experiments runs labs/' Lab 1.3 notebook when every exercise in the saved
+    file is written, the solution's otherwise, and says which and why."""
+    (tmp_path / "labs").mkdir()
+    notebook, why = experiments.notebook_for_experiments(tmp_path)
+    assert notebook == tmp_path / "solutions" / LAB_1_3 and "no " + LAB_1_3 in why
+    (tmp_path / "labs" / LAB_1_3).write_text((REPO / "labs" / LAB_1_3).read_text())
+    notebook, why = experiments.notebook_for_experiments(tmp_path)
+    assert notebook.parent.name == "solutions" and "unwritten exercises" in why
+    (tmp_path / "labs" / LAB_1_3).write_text((REPO / "solutions" / LAB_1_3).read_text())
+    notebook, why = experiments.notebook_for_experiments(tmp_path)
+    assert notebook == tmp_path / "labs" / LAB_1_3 and why.startswith("yours")

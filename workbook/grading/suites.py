@@ -423,7 +423,7 @@ def _trainer_unseen_configs(ns: Namespace) -> None:
 #: the new scanner that its production loop never shows.
 _UNSEEN_TRAINING_DAY, _UNSEEN_NORMAL_DAY, _UNSEEN_SHIFTED_DAY = (
     "2024-03-15",
-    "2024-01-20",
+    "2024-01-19",  # a normal day at the top of normal variation (intensity shift 0.0033)
     "2024-03-20",
 )
 
@@ -433,7 +433,8 @@ def _lab1_4_dag(ns: Namespace, dag_id: str):
 
 
 def _lab1_4_conf(ns: Namespace) -> dict[str, Any]:
-    return {"config_path": ns.get("config_path", "configs/smoke.yaml"), "subset": ns.get("subset")}
+    """The params the notebook trains with (its ``conf``: the injected config, the subset)."""
+    return dict(ns.get("conf") or {"config_path": "configs/smoke.yaml", "subset": 1200})
 
 
 def _pipeline_unseen_date(ns: Namespace) -> None:
@@ -493,6 +494,9 @@ def _monitor_unseen_days(ns: Namespace) -> None:
     dag = _lab1_4_dag(ns, "my_model_in_production")
     for ds, shifted in ((_UNSEEN_NORMAL_DAY, False), (_UNSEEN_SHIFTED_DAY, True)):
         states = airflow_local.run_dag(dag, ds)
+        assert states, (
+            f"a run of my_model_in_production for {ds} ran no task: is {ds} before its start_date?"
+        )
         bad = {t: s for t, s in states.items() if t != "flag_drift" and s != "success"}
         assert not bad, f"the run for {ds} has tasks that did not succeed: {bad}"
         flagged = states.get("flag_drift") == "success"
@@ -520,6 +524,12 @@ def _retraining_unseen_drift(ns: Namespace) -> None:
 
     from shared import airflow_local
 
+    production = _lab1_4_dag(ns, "my_model_in_production")
+    if airflow_local.run_dag(production, _UNSEEN_SHIFTED_DAY).get("flag_drift") != "success":
+        raise CheckNotRun(
+            f"your monitor raised no alarm on {_UNSEEN_SHIFTED_DAY}, a day from the new "
+            "scanner (monitor_unseen_days), so there was nothing to retrain for"
+        )
     dag = _lab1_4_dag(ns, "my_retraining")
     states = airflow_local.run_dag(dag, _UNSEEN_SHIFTED_DAY)
     bad = {t: s for t, s in states.items() if s != "success"}
@@ -658,7 +668,8 @@ _LAB_1_4 = (
     _public(checks.two_dates, "two_dates", 1, ("runs",), lambda ns: checks.two_dates(ns["runs"])),
     _public(checks.pipeline_failures, "pipeline_failures", 2, ("drafts", "my_dates", "bad_config"),
             lambda ns: checks.pipeline_failures(_lab1_4_dag(ns, "my_training_pipeline"),
-                                                ns["my_dates"][0], str(ns["bad_config"])),
+                                                ns["my_dates"][0], str(ns["bad_config"]),
+                                                _lab1_4_conf(ns)),
             timeout=300),
     Check("unseen_training_date", "the pipeline on a date the notebook never runs, then rerun "
           "(hidden: 2024-03-15)", 3, ("drafts",), _pipeline_unseen_date, public=False,
