@@ -6,6 +6,7 @@ before anything imports airflow (Lab 1.1 calls it in its first code cell).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -267,11 +268,13 @@ def cron_description(expression: str) -> str:
 
 
 def run_dag(
-    dag, ds: str, conf: dict[str, Any] | None = None, tries: bool = False
+    dag, ds: str | None, conf: dict[str, Any] | None = None, tries: bool = False
 ) -> dict[str, str] | dict[str, tuple[str, int]]:
-    """``dag.test()`` for the logical date ``ds`` (YYYY-MM-DD); returns {task_id: state}, or
-    with ``tries`` {task_id: (state, try number)}: a task that failed once and passed on its
-    retry ends as ("success", 2). Retries happen at once, without their ``retry_delay``.
+    """``dag.test()`` for the logical date ``ds`` (YYYY-MM-DD), or None for a run without one
+    (as a manual trigger without a date, or a run an asset started); returns {task_id:
+    state}, or with ``tries`` {task_id: (state, try number)}: a task that failed once and
+    passed on its retry ends as ("success", 2). Retries happen at once, without their
+    ``retry_delay``.
 
     Airflow 3's ``dag.test()`` schedules the *serialised* DAG, which it parses from the DAG
     bundle (the dags folder). For the run, the folder of the DAG's own file is that bundle:
@@ -288,12 +291,19 @@ def run_dag(
     delays = {task.task_id: task.retry_delay for task in dag.tasks}
     for task in dag.tasks:
         task.retry_delay = timedelta(0)
-    logical_date = datetime.fromisoformat(ds).replace(tzinfo=UTC)
+    logical_date = datetime.fromisoformat(ds).replace(tzinfo=UTC) if ds else None
     saved = settings.DAGS_FOLDER
     settings.DAGS_FOLDER = str(Path(dag.fileloc).resolve().parent)
+    # After a task fails, dag.test() warns once a second that the tasks behind it cannot run
+    # ("No tasks to run. unrunnable tasks: {...}"), until it gives up: the states returned
+    # say the same in one line each.
+    test_log = logging.getLogger("airflow.sdk.definitions.dag")
+    level = test_log.level
+    test_log.setLevel(logging.ERROR)
     try:
         dag_run = dag.test(logical_date=logical_date, run_conf=conf)
     finally:
+        test_log.setLevel(level)
         settings.DAGS_FOLDER = saved
         for task in dag.tasks:
             task.retry_delay = delays[task.task_id]
@@ -308,7 +318,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _LOG_NOISE = re.compile(r"^\d{4}-\d\d-\d\dT\S+ \[|^\s+|^Traceback \(most recent call last\):")
 
 
-def run_dag_logged(dag, ds: str, conf: dict[str, Any] | None = None):
+def run_dag_logged(dag, ds: str | None, conf: dict[str, Any] | None = None):
     """``run_dag`` with tries, and the task log it printed, as plain text (no colour codes):
     ({task_id: (state, try)}, log)."""
     import contextlib
@@ -328,18 +338,27 @@ def log_lines_that_matter(log: str) -> list[str]:
 
 #: The course's solution notebooks mark each exercise with comment lines such as
 #: ``### BEGIN SOLUTION (...)`` and ``### HINT ...`` (the grammar is ``workbook.labs``'s).
-#: They are notes for the course's authors, never part of a published DAG. (A DAG cell that
-#: is promoted has no ``### LAB SHOWS`` block: the learner writes it, nothing is shown broken.)
+#: They are notes for the course's authors, never part of a published DAG; nor are the
+#: commented-out lines after ``### LAB STARTS WITH`` or ``### LAB SHOWS`` (what the lab shows
+#: instead of the answer), up to the region's ``### END SOLUTION``.
 AUTHORING_LINE = re.compile(
     r"^[ \t]*### (?:BEGIN SOLUTION|END SOLUTION|HINT|POINTER|LAB SHOWS|LAB STARTS WITH|ANSWER)\b"
 )
+_LAB_VERSION = re.compile(r"^[ \t]*### (?:LAB SHOWS|LAB STARTS WITH)\b")
+_END = re.compile(r"^[ \t]*### END SOLUTION\b")
 
 
 def without_authoring_lines(source: str) -> str:
     """``source`` without its authoring lines (what ``promote`` publishes)."""
-    return "".join(
-        line for line in source.splitlines(keepends=True) if not AUTHORING_LINE.match(line)
-    )
+    kept, lab_version = [], False
+    for line in source.splitlines(keepends=True):
+        if _LAB_VERSION.match(line):
+            lab_version = True
+        elif _END.match(line):
+            lab_version = False
+        if not (lab_version or AUTHORING_LINE.match(line)):
+            kept.append(line)
+    return "".join(kept)
 
 
 def promote(draft: str | os.PathLike[str], dags_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -385,6 +404,15 @@ def scheduler_alive() -> bool:
         return any(job.is_alive() for job in jobs)
 
 
+def _paused(dag_id: str) -> bool:
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        dag = session.query(DagModel).filter(DagModel.dag_id == dag_id).one_or_none()
+        return dag is None or bool(dag.is_paused)
+
+
 _PLANNED_DATE = re.compile(r"^\|\s*(\d{4}-\d\d-\d\d)[ T]\d\d:\d\d:\d\d", re.MULTILINE)
 
 
@@ -410,6 +438,12 @@ def backfill(
         raise RuntimeError(
             "no scheduler is running for this Airflow: start `make airflow` in a terminal at "
             "the project root (it prints when it is ready), then run this again"
+        )
+    if not dry_run and _paused(dag_id):
+        raise RuntimeError(
+            f"{dag_id} is paused, and the scheduler starts no run of a paused DAG, a "
+            "backfill's included: switch it on (its toggle in the UI, or `airflow dags "
+            f"unpause {dag_id}` in a terminal), then run this again"
         )
     command = [str(Path(sys.executable).parent / "airflow"), "backfill", "create",
                "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date,
@@ -448,3 +482,28 @@ def _wait_for_backfill(dag_id: str, timeout: float, deadline: float) -> dict[str
                 f"the backfill of {dag_id} is not done after {timeout:.0f} s: {states}"
             )
         time.sleep(2)
+
+
+def asset_events(name: str) -> list[dict[str, Any]]:
+    """The events of the asset ``name``, oldest first: when, which DAG run made each, and
+    the ``extra`` dict it carries (what a task with the asset in its inlets reads)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                .filter(AssetModel.name == name).order_by(AssetEvent.timestamp, AssetEvent.id))  # fmt: skip
+        return [{"timestamp": e.timestamp, "source_dag_id": e.source_dag_id,
+                 "source_run_id": e.source_run_id, "extra": e.extra} for e in rows]  # fmt: skip
+
+
+def clear_asset_events(name: str) -> int:
+    """Delete every event of the asset ``name`` (a lab starting its story again: a DAG that
+    reads the asset's events then sees only this run's); returns how many there were."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ids = [a.id for a in session.query(AssetModel).filter(AssetModel.name == name)]
+        events = session.query(AssetEvent).filter(AssetEvent.asset_id.in_(ids))
+        return events.delete(synchronize_session=False)

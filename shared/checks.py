@@ -1708,6 +1708,8 @@ LAB1_4_ORDER = {
     "my_retraining": ["retrain", "challenge"],
 }
 DRIFT_ASSET = "mnist_drift"
+#: What a DAG file must not import when it is parsed (the tasks import them when they run).
+HEAVY_AT_PARSE = ("torch", "torchvision", "shared.pipeline", "shared.lifecycle", "shared.train")
 
 
 def lab1_4_dag(folder, dag_id: str):
@@ -1754,6 +1756,13 @@ def lab1_4_dags(folder, dag_ids: Sequence[str] = tuple(LAB1_4_ORDER)) -> None:
                 f"{dag_id}: {then} does not wait for {first}; wire them so {first} runs first "
                 "(a task that takes another's result waits for it)"
             )
+        from shared.airflow_local import imported_when_parsed
+
+        heavy = imported_when_parsed(dag.fileloc, HEAVY_AT_PARSE)
+        assert not heavy, (
+            f"{dag_id}: parsing the file imports {', '.join(heavy)}: Airflow parses it every "
+            "30 s (Lab 1.1, section 6); import them inside the tasks that use them"
+        )
         if dag_id == "my_model_in_production":
             outlets = _asset_names(dag.task_dict["flag_drift"].outlets)
             assert DRIFT_ASSET in outlets, (
@@ -1778,6 +1787,11 @@ def two_dates(runs: Any) -> None:
     assert isinstance(runs, dict) and len(runs) == 2, (
         f"expected {{date: states}} for two dates; found {str(runs)[:80]}"
     )
+    dates = sorted(runs)
+    assert any("2024-01-01" <= ds <= "2024-01-05" for ds in dates), (
+        f"you chose {dates}: pick at least one in the backfill's range, 2024-01-01..2024-01-05, "
+        "so that section 4 has something to predict"
+    )
     for ds, states in runs.items():
         assert states, f"the run for {ds} ran no task: is {ds} before the DAG's start_date?"
         bad = {t: s for t, s in states.items() if s != "success"}
@@ -1785,28 +1799,56 @@ def two_dates(runs: Any) -> None:
         for stage in ("raw", "processed"):
             folder = paths.data_root() / stage / ds
             assert (folder).is_dir(), f"after the run for {ds} there is no data/{stage}/{ds}/"
+    best = project_root() / "registry" / "lab1_4" / "mnist" / "best.json"
+    assert best.is_file(), (
+        f"after both runs there is no {paths.show(best)}: register must write under the project "
+        "root (paths.project_root()), not a folder relative to wherever the task runs"
+    )
+
+
+def _failed_for_good(tries: dict, task: str, why: str) -> str | None:
+    """None when ``task`` failed on its first try; else what it did instead."""
+    state, attempt = tries.get(task, ("missing", 0))
+    if state == "success":
+        return f"{why}, {task} succeeded"
+    if state != "failed":
+        return f"{why}, {task} ended {state}: it never ran (read the run's first failure)"
+    if attempt > 1:
+        return (f"{why}, {task} failed only after {attempt} tries: no retry can fix that, so "
+                "the first failure must be the last (an AirflowFailException)")  # fmt: skip
+    return None
 
 
 def pipeline_failure_problems(dag, ds: str, bad_config: str, conf: dict) -> list[str]:
-    """Run ``my_training_pipeline`` twice for ``ds``: with a config that fails validation
-    (``train`` must fail on its first try, for good), and with ``ingest`` and ``train`` each
-    failing once with a transient OSError (each must succeed on its retry). Returns what went
-    wrong. ``conf`` is the params of a good run (a run for the same date may otherwise
-    inherit the bad config's)."""
+    """Run ``my_training_pipeline`` four times for ``ds``: with a config that fails
+    validation and with data that does (the failing task must fail on its first try, for
+    good), with ``ingest`` and ``train`` each failing once with a transient OSError (each
+    must succeed on its retry), and without a logical date (``ingest`` must refuse at once).
+    Returns what went wrong. ``conf`` is the params of a good run (a run for the same date
+    may otherwise inherit the bad config's)."""
     from shared import airflow_local, pipeline
+    from shared.data import DataValidationError
 
     problems = []
-    # The runs' logs (two tracebacks, on purpose) stay out of the learner's cell.
+    # The runs' logs (tracebacks, on purpose) stay out of the learner's cell.
     tries, _ = airflow_local.run_dag_logged(dag, ds, conf={**conf, "config_path": bad_config})
-    state, attempt = tries.get("train", ("missing", 0))
-    if state == "success":
-        problems.append(f"with the config {bad_config} (a batch size of 0) train succeeded: "
-                        "does it train the config named by params['config_path']?")  # fmt: skip
-    elif attempt > 1:
-        problems.append(f"train failed only after {attempt} tries with a config that is wrong: "
-                        "no retry can fix a config, so the first failure must be the last")  # fmt: skip
+    problems.append(_failed_for_good(tries, "train", f"with the config {bad_config} (a batch "
+                                     "size of 0)"))  # fmt: skip
     if tries.get("register", ("",))[0] == "success":
         problems.append("register succeeded after a failed train")
+
+    real_validate = pipeline.validate_partition
+
+    def bad_data(*args, **kwargs):
+        raise DataValidationError("class shares 0.0%..31.2% outside 2%..20% (simulated)", {})
+
+    pipeline.validate_partition = bad_data
+    try:
+        tries, _ = airflow_local.run_dag_logged(dag, ds, conf=conf)
+    finally:
+        pipeline.validate_partition = real_validate
+    problems.append(_failed_for_good(tries, "validate", "when the day's data failed validation"))
+
     # A busy disk, once in ingest and once in train: each must succeed on its retry (a task
     # that turns every error into AirflowFailException fails here for good).
     calls: dict[str, int] = {}
@@ -1831,19 +1873,27 @@ def pipeline_failure_problems(dag, ds: str, bad_config: str, conf: dict) -> list
     errors = [line for line in airflow_local.log_lines_that_matter(log)
               if re.match(r"^[\w.]*(Error|Exception)\b", line) and "simulated" not in line]  # fmt: skip
     for name in real:
-        if not calls.get(name):
+        state, attempt = tries.get(name, ("missing", 0))
+        if (state, attempt) == ("success", 2):
+            continue
+        if state == "success" and not calls.get(name):
             problems.append(f"{name} never called shared.pipeline.{name}: the check could not "
                             "simulate a busy disk there")  # fmt: skip
-        elif tries.get(name) != ("success", 2):
-            state, attempt = tries.get(name, ("missing", 0))
+        elif state in ("success", "failed"):
             problems.append(f"when the data share was busy once, {name} ended {state} after "
                             f"{attempt} tr{'y' if attempt == 1 else 'ies'}: a transient error "
                             "should be retried, and succeed on the second try"
                             + (f" (the log's last error: {errors[-1][:200]})" if errors else ""))  # fmt: skip
-    return problems
+            break  # what follows a failed task never ran
+
+    tries, _ = airflow_local.run_dag_logged(dag, None, conf=conf)
+    problems.append(_failed_for_good(tries, "ingest", "in a run without a logical date"))
+    return [p for p in problems if p]
 
 
-@_check("my_training_pipeline: a bad config fails at once, a busy disk is retried")
+@_check(
+    "my_training_pipeline: bad config, bad data and no date fail at once; a busy disk is retried"
+)
 def pipeline_failures(dag, ds: str, bad_config: str, conf: dict) -> None:
     problems = pipeline_failure_problems(dag, ds, bad_config, conf)
     assert not problems, "\n  " + "\n  ".join(problems)
@@ -1861,6 +1911,19 @@ def backfill_prediction(predicted: Any, planned: list[str]) -> None:
         + (f"; it plans none for {extra}" if extra else "")
         + ". Which dates did your two runs already cover, and what does --reprocess-behavior "
         "none do with them?"
+    )
+
+
+@_check("flag_drift's event says which day drifted")
+def drift_event(events: Any, ds: str) -> None:
+    assert events, (
+        f"flag_drift succeeded on {ds} but the asset {DRIFT_ASSET!r} has no event: is it in "
+        "flag_drift's outlets?"
+    )
+    extra = events[-1]["extra"]
+    assert isinstance(extra, dict) and extra.get("ds") == ds, (
+        f"the asset's latest event carries {extra!r}; my_retraining reads which day drifted "
+        f"from it, so attach the monitor's dict, with its 'ds' ({ds!r} today)"
     )
 
 

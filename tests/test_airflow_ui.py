@@ -84,6 +84,7 @@ def lab1_4_capstone_on_the_live_stack(api: Api, env: dict, project: Path) -> Non
     my_retraining by itself (data-aware scheduling), which registers a better model."""
     import sys
 
+    api.unpause("my_training_pipeline")  # a paused DAG's backfill runs stay queued
     probe = (
         "from shared import airflow_local; import json; "
         "print(json.dumps(airflow_local.backfill("
@@ -96,8 +97,9 @@ def lab1_4_capstone_on_the_live_stack(api: Api, env: dict, project: Path) -> Non
     assert states == {d: "success" for d in ("2024-01-02", "2024-01-03", "2024-01-04")}, states
     for ds in states:  # each date trained into its own partition
         assert (project / "runs" / "pipeline" / ds).is_dir()
-    best = project / "registry" / "lab1_4" / "mnist" / "best.json"
-    assert json.loads(best.read_text())["ds"] == "2024-01-02", "ties never move best.json"
+    registry = project / "registry" / "lab1_4" / "mnist"
+    assert {p.name[:10] for p in registry.glob("2024-01-0*")} == set(states)
+    best = registry / "best.json"
 
     api.unpause("my_model_in_production")
     api.unpause("my_retraining")
@@ -112,10 +114,13 @@ def lab1_4_capstone_on_the_live_stack(api: Api, env: dict, project: Path) -> Non
         runs = api.get("/api/v2/dags/my_retraining/dagRuns")["dag_runs"]
         return runs[0] if runs else None
 
+    # Switched on with catchup=False, the production DAG also runs once for the latest day
+    # (today: the new scanner's too), so the retraining may be for that day's alarm or ours.
     started = wait_for(retraining_run, 120, "the asset event to start my_retraining")
     assert started["run_type"] == "asset_triggered", started
+    assert started["logical_date"] is None, "a run started by an asset has no logical date"
     assert api.wait("my_retraining", started["dag_run_id"], timeout=240) == "success"
-    assert json.loads(best.read_text())["version"].startswith("2024-02-10-retrained-")
+    assert "-retrained-" in json.loads(best.read_text())["version"]
 
 
 @pytest.mark.slow

@@ -274,6 +274,17 @@ WRONG_SHAPES = {
         ("hint", {"train_from_config": lambda config: [0.9]}),
         ("hint", {"train_from_config": lambda config: {"history": [], "test_accuracy": 0.9}}),
     ],
+    # Lab 1.4's: a drafts folder without the DAG files (their behaviour: the planted bugs of
+    # tests/test_grade.py, graded for real)
+    **{
+        check_id: [("hint", {"drafts": Path("no_such_folder")})]
+        for check_id in (
+            "unseen_training_date",
+            "refuses_no_date",
+            "monitor_unseen_days",
+            "retraining_unseen_drift",
+        )
+    },
 }
 
 

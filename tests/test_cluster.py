@@ -181,6 +181,34 @@ def test_both_dags_run_on_both_workers_as_the_embedded_run_does(cluster, embedde
     assert len((out / "comparison.csv").read_text().splitlines()) == 5  # header + 4 configs
 
 
+def test_the_lab_1_4_capstone_dags_run_on_the_workers_unchanged(cluster):
+    """Lab 1.4's promoted DAG files, as they are in dags/, on the Celery workers: the training
+    pipeline for a date, a production day from the new scanner (its monitor updates the
+    asset), then the retraining, which reads that day from the asset's event. This cluster
+    creates no runs by itself (schedules off, so the other tests' runs stay their own), so
+    the retraining is triggered here; the asset starting it on its own is the live-stack
+    test's (tests/test_airflow_ui.py)."""
+    cluster.start()
+    api = cluster.api()
+    hosts = set()
+    for dag_id, ds, conf in (
+        ("my_training_pipeline", "2024-01-02", PIPELINE_SMOKE),
+        ("my_model_in_production", "2024-02-10", None),
+        ("my_retraining", "2024-02-10", {"config_path": "configs/smoke.yaml"}),
+    ):
+        api.unpause(dag_id)
+        run_id = api.trigger(dag_id, ds, conf)
+        assert api.wait(dag_id, run_id, timeout=300) == "success", cluster.log_tail("scheduler")
+        states = {ti["task_id"]: ti["state"] for ti in api.task_instances(dag_id, run_id)}
+        assert set(states.values()) == {"success"}, states  # flag_drift too: drift found
+        hosts |= {ti["hostname"] for ti in api.task_instances(dag_id, run_id)}
+    assert hosts <= {"worker-1", "worker-2"} and hosts, hosts
+    best = json.loads((cluster.root / "registry" / "lab1_4" / "mnist" / "best.json").read_text())
+    assert best["version"].startswith("2024-02-10-retrained-"), best
+    report = cluster.root / "data" / "monitoring" / "2024-02-10" / "report.json"
+    assert json.loads(report.read_text())["drift"] is True
+
+
 def test_a_scheduler_restarted_mid_run_finishes_the_run(cluster):
     cluster.start()
     api = cluster.api()

@@ -274,3 +274,26 @@ def test_the_experiments_dag_runs_the_learners_lab_1_3_once_it_is_complete(tmp_p
     (tmp_path / "labs" / LAB_1_3).write_text((REPO / "solutions" / LAB_1_3).read_text())
     notebook, why = experiments.notebook_for_experiments(tmp_path)
     assert notebook == tmp_path / "labs" / LAB_1_3 and why.startswith("yours")
+
+
+@pytest.mark.slow
+@pytest.mark.kernel
+def test_lab_1_4_smoke_run_closes_the_loop_and_the_demo_reads_it(smoke_run):
+    """The capstone's smoke run: its three DAGs promoted into the project's dags/, six days of
+    production with drift found on the new scanner's days only, retrained models registered;
+    `make demo` reads that loop back from the files the DAGs wrote."""
+    from workbook import demo
+
+    out, root, _, error = smoke_run("04_lab1_4_your_pipeline.ipynb")
+    assert error is None, error
+    assert {p.name for p in (root / "dags").glob("my_*.py")} == {
+        "my_training_pipeline.py", "my_model_in_production.py", "my_retraining.py",
+    }  # fmt: skip
+    line = demo.lifecycle_summary(root)
+    assert "deployed over 6 days (2024-02-01..2024-02-06)" in line, line
+    assert "drift found on 2024-02-04, 2024-02-05, 2024-02-06;" in line, line
+    assert "retrained and registered" in line and "time" in line, line
+    accuracies = [
+        int(a.rstrip("%")) for a in line.split("accuracy per day ")[1].split(";")[0].split(" → ")
+    ]
+    assert min(accuracies) == accuracies[3] and accuracies[-1] > accuracies[3] + 20, line

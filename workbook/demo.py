@@ -125,11 +125,46 @@ def step_experiments_dag() -> str:
     return f"Lab 1.3 notebook run once per experiment config; comparison in {out / 'comparison.md'}"
 
 
+def lifecycle_summary(project) -> str:
+    """Lab 1.4's loop as its executed notebook left it in ``project``: the model trained,
+    each production day's accuracy, the days the monitor found drift, the retrained models
+    registered. Read from the files the DAGs wrote (the monitor's reports, the predictions
+    and the day's labels, the registry), not from the notebook."""
+    import json
+    from pathlib import Path
+
+    from shared import lifecycle
+
+    data_root, registry = Path(project) / "data", Path(project) / "registry" / "lab1_4" / "mnist"
+    rows = []
+    for ds in lifecycle.scenario_days():
+        report = data_root / "monitoring" / ds / "report.json"
+        if not report.is_file():
+            raise RuntimeError(f"Lab 1.4 left no monitoring report for {ds} ({report})")
+        r = json.loads(report.read_text())
+        rows.append((ds, r["model"], r["drift"], lifecycle.day_accuracy(ds, data_root)))
+    retrained = sorted(p.parent.name for p in registry.glob("*-retrained-*/registration.json"))
+    trained = rows[0][1]
+    drift = [ds for ds, _, d, _ in rows if d]
+    accuracies = " → ".join(f"{acc:.0%}" for *_, acc in rows)
+    return (
+        f"trained and registered {trained}; deployed over {len(rows)} days "
+        f"({rows[0][0]}..{rows[-1][0]}), accuracy per day {accuracies}; drift found on "
+        f"{', '.join(drift) or 'no day'}; retrained and registered {len(retrained)} "
+        f"time{'s' if len(retrained) != 1 else ''} ({', '.join(retrained) or 'none'})"
+    )
+
+
+def step_lifecycle() -> str:
+    return lifecycle_summary(paths.project_root())
+
+
 #: The demo's steps in course order.
 STEPS: list[tuple[str, Callable[[], str]]] = [
     ("data: provision and verify MNIST", step_data),
     ("Lab 1.2: train configs/default.yaml", step_train),
     ("notebooks: every solution with papermill (smoke config)", step_notebooks),
+    ("Lab 1.4: the loop closed (trained, deployed, drift found, retrained)", step_lifecycle),
     ("Airflow: mnist_training_pipeline with airflow dags test (smoke config)", step_pipeline_dag),
     ("Airflow: notebook_experiments with airflow dags test (smoke config)", step_experiments_dag),
 ]

@@ -517,9 +517,9 @@ def _monitor_unseen_days(ns: Namespace) -> None:
 
 
 def _retraining_unseen_drift(ns: Namespace) -> None:
-    """After the unseen shifted day's alarm, the learner's retraining DAG retrains for that
-    day (read from the asset's event, not from a date in the code) and the challenge is on
-    the same exam for both models."""
+    """After the unseen shifted day's alarm, the learner's retraining DAG, run as the asset
+    starts it (without a logical date), retrains for that day: read from the asset's event,
+    not from a date in the code or the run's own."""
     import json
 
     from shared import airflow_local
@@ -531,7 +531,7 @@ def _retraining_unseen_drift(ns: Namespace) -> None:
             "scanner (monitor_unseen_days), so there was nothing to retrain for"
         )
     dag = _lab1_4_dag(ns, "my_retraining")
-    states = airflow_local.run_dag(dag, _UNSEEN_SHIFTED_DAY)
+    states = airflow_local.run_dag(dag, None)  # as the asset starts it: without a date
     bad = {t: s for t, s in states.items() if s != "success"}
     assert not bad, f"my_retraining after the drift of {_UNSEEN_SHIFTED_DAY}: {bad}"
     trained = paths.runs_root() / "retraining" / _UNSEEN_SHIFTED_DAY
@@ -663,28 +663,33 @@ _LAB_1_3 = (
             lambda ns: checks.my_experiments(ns["mine_dir"])),
 )
 _LAB_1_4 = (
-    _public(checks.lab1_4_dags, "lab1_4_dags", 3, ("drafts",),
+    _public(checks.lab1_4_dags, "lab1_4_dags", 3,
+            ("drafts", "training_dag", "production_dag", "retraining_dag"),
             lambda ns: checks.lab1_4_dags(ns["drafts"])),
     _public(checks.two_dates, "two_dates", 1, ("runs",), lambda ns: checks.two_dates(ns["runs"])),
-    _public(checks.pipeline_failures, "pipeline_failures", 2, ("drafts", "my_dates", "bad_config"),
+    _public(checks.pipeline_failures, "pipeline_failures", 2,
+            ("drafts", "training_dag", "my_dates", "bad_config"),
             lambda ns: checks.pipeline_failures(_lab1_4_dag(ns, "my_training_pipeline"),
                                                 ns["my_dates"][0], str(ns["bad_config"]),
                                                 _lab1_4_conf(ns)),
             timeout=300),
     Check("unseen_training_date", "the pipeline on a date the notebook never runs, then rerun "
-          "(hidden: 2024-03-15)", 3, ("drafts",), _pipeline_unseen_date, public=False,
+          "(hidden: 2024-03-15)", 3, ("drafts", "training_dag"), _pipeline_unseen_date, public=False,
           timeout=300),
     Check("refuses_no_date", "a run without a logical date fails at once, for good, before "
-          "writing (hidden)", 1, ("drafts",), _pipeline_refuses_no_date, public=False),
+          "writing (hidden)", 1, ("drafts", "training_dag"), _pipeline_refuses_no_date,
+          public=False),
     _public(checks.backfill_prediction, "backfill_prediction", 1, ("predicted_runs", "planned"),
             lambda ns: checks.backfill_prediction(ns["predicted_runs"], ns["planned"])),
-    _public(checks.loop_closed, "loop_closed", 2, ("days",),
+    _public(checks.loop_closed, "loop_closed", 2, ("days", "production_dag"),
             lambda ns: checks.loop_closed(ns["days"])),
     Check("monitor_unseen_days", "the monitor on a normal day and a shifted day the notebook "
-          "never shows (hidden)", 3, ("drafts",), _monitor_unseen_days, public=False,
+          "never shows (hidden)", 3, ("drafts", "production_dag"), _monitor_unseen_days,
+          public=False,
           timeout=300),
     Check("retraining_unseen_drift", "retraining for the unseen shifted day, read from the "
-          "asset's event (hidden)", 2, ("drafts",), _retraining_unseen_drift, public=False,
+          "asset's event (hidden)", 2, ("drafts", "production_dag", "retraining_dag"),
+          _retraining_unseen_drift, public=False,
           timeout=300),
 )
 # fmt: on
