@@ -452,10 +452,20 @@ def backfill(
     # plain text, as in a terminal piped to a file.
     env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
     env.pop("FORCE_COLOR", None)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    for attempt in range(1, 4):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        # SQLite takes one writer at a time: a scheduler busy writing can make the command's
+        # insert time out ("database is locked"), and Airflow then removes the half-made
+        # backfill "so the user can retry". So do we, twice, a moment later.
+        if done.returncode == 0 or "database is locked" not in done.stderr or attempt == 3:
+            break
+        time.sleep(3 * attempt)
     if done.returncode != 0:
-        lines = [line for line in _ANSI.sub("", done.stderr).splitlines() if line.strip()]
-        raise RuntimeError(f"{' '.join(command[1:])} failed: {' | '.join(lines[-3:])}")
+        text = _ANSI.sub("", done.stderr)
+        errors = re.findall(r"^[\w.]*(?:Error|Exception)\b.*$", text, re.MULTILINE)
+        lines = [line for line in text.splitlines() if line.strip()]
+        why = errors[-1][:300] if errors else " | ".join(lines[-3:])
+        raise RuntimeError(f"{' '.join(command[1:])} failed: {why}")
     if dry_run:
         return _PLANNED_DATE.findall(_ANSI.sub("", done.stdout))
     return _wait_for_backfill(dag_id, timeout, time.monotonic() + timeout)

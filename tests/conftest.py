@@ -56,6 +56,7 @@ SLOWEST_FILES = [
     "solutions/03_lab1_3_config_driven_training.ipynb",  # ~150 s: nbval with the sweep
     "tests/test_site.py",
     "solutions/02_lab1_2b_training_on_mnist.ipynb",
+    "solutions/04_lab1_4_your_pipeline.ipynb",  # ~40 s: its DAGs, six production days
     "tests/test_airflow_ui.py",
     "tests/test_checks.py",
     "tests/test_train.py",

@@ -121,6 +121,12 @@ def lab1_4_capstone_on_the_live_stack(api: Api, env: dict, project: Path) -> Non
     assert started["logical_date"] is None, "a run started by an asset has no logical date"
     assert api.wait("my_retraining", started["dag_run_id"], timeout=240) == "success"
     assert "-retrained-" in json.loads(best.read_text())["version"]
+    # Whatever the schedules started meanwhile (today's runs) is let finish, then the DAGs
+    # are switched off, so that stopping the stack finds its scheduler idle.
+    dags = ("my_training_pipeline", "my_model_in_production", "my_retraining")
+    wait_for(lambda: not any(api.unfinished_runs(d) for d in dags), 300, "the DAGs' runs to end")
+    for dag_id in dags:
+        api.pause(dag_id)
 
 
 @pytest.mark.slow

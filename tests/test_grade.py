@@ -499,12 +499,16 @@ BUGS = [
     ("1.3", "trainer_fixed_batch_size",
      {"batch_size=config.training.batch_size, shuffle=True": "batch_size=64, shuffle=True"},
      "trainer_unseen_configs", "take batch_size and epochs from config.training"),
-    # Lab 1.4: no retries, so a busy disk fails the run; a retraining that always retrains
-    # for the notebook's drift day (the notebook's own loop still passes)
+    # Lab 1.4: no retries, so a busy disk fails the run; a retraining that takes its day
+    # from the run's logical date, falling back to the notebook's first drift day when an
+    # asset starts it without one (the notebook's own loop still passes)
     ("1.4", "no_retries",
      {'        "retries": 2,  # transient failures retry on their own\n': '        "retries": 0,\n'},
      "pipeline_failures", "a transient error should be retried"),
-    ("1.4", "retrains_a_fixed_day", {'day = events[-1].extra["ds"]': 'day = "2024-02-04"'},
+    ("1.4", "retrain_uses_ds",
+     {"def retrain(params: dict | None = None, inlet_events=None) -> dict:":
+      "def retrain(params: dict | None = None, inlet_events=None, ds=None) -> dict:",
+      'day = events[-1].extra["ds"]': 'day = ds or "2024-02-04"'},
      "retraining_unseen_drift", "the asset's latest event names"),
     # a threshold under the normal days' own variation: the notebook's days pass, an unseen
     # normal day at the top of that variation raises a false alarm

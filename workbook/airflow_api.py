@@ -42,6 +42,14 @@ class Api:
     def unpause(self, dag_id: str) -> None:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
+    def pause(self, dag_id: str) -> None:
+        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": True})
+
+    def unfinished_runs(self, dag_id: str) -> list[str]:
+        """The run ids of ``dag_id`` that are queued or running."""
+        runs = self.get(f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+        return [r["dag_run_id"] for r in runs if r["state"] in ("queued", "running")]
+
     def trigger(self, dag_id: str, logical_date: str, conf: dict | None = None) -> str:
         """Trigger a run for ``logical_date`` (ISO date or datetime, UTC); its run id."""
         if len(logical_date) == 10:
