@@ -189,7 +189,7 @@ def test_a_notebook_page_shows_the_lab_with_outputs_and_solutions_only_when_aske
     assert instructor.markdown.count('??? success "Solution"') == exercises > 0
     assert learner.markdown.count('??? success "Solution"') == 0
     assert "YOUR CODE HERE" in learner.markdown and 'class="nb-output"' in learner.markdown
-    assert re.match(r"(00|Lab 1\.(1|2a|2b|3)) · ", learner.title), learner.title
+    assert re.match(r"(00|Lab 1\.(1|2a|2b|3|4)) · ", learner.title), learner.title
     assert any(f.endswith(".png") for f in learner.files), "the notebook's figures come along"
 
 
