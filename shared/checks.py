@@ -1750,7 +1750,7 @@ def _asset_names(obj) -> set[str]:
     return {name} if isinstance(name, str) else set()
 
 
-@_check("your Lab 1.4 DAGs: their tasks, their order, the asset between them")
+@_check("your Lab 1.4 DAGs: their tasks and their order, and the asset that links two of them")
 def lab1_4_dags(folder, dag_ids: Sequence[str] = tuple(LAB1_4_ORDER)) -> None:
     for dag_id in dag_ids:
         order = LAB1_4_ORDER[dag_id]
