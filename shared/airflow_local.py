@@ -71,6 +71,12 @@ _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')
 _EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Timeout|Interrupt|Exit)\b.*?:")
 
 
+def exception_lines(text: str) -> list[str]:
+    """The lines of ``text`` (a log, a command's stderr; colour codes ignored) that name an
+    exception, in order: ``OSError: the disk is busy``."""
+    return [line for line in _ANSI.sub("", text).splitlines() if _EXCEPTION.match(line)]
+
+
 def format_import_error(path: str | os.PathLike[str], text: str) -> str:
     """An import error as a learner needs it: the DAG file, the line in it where the error
     happened, that line's code, then the error itself (the exception's line and what
@@ -461,20 +467,20 @@ def backfill(
             break
         time.sleep(3 * attempt)
     if done.returncode != 0:
-        text = _ANSI.sub("", done.stderr)
-        errors = re.findall(r"^[\w.]*(?:Error|Exception)\b.*$", text, re.MULTILINE)
-        lines = [line for line in text.splitlines() if line.strip()]
+        errors = exception_lines(done.stderr)
+        lines = [line for line in _ANSI.sub("", done.stderr).splitlines() if line.strip()]
         why = errors[-1][:300] if errors else " | ".join(lines[-3:])
         raise RuntimeError(f"{' '.join(command[1:])} failed: {why}")
     if dry_run:
         return _PLANNED_DATE.findall(_ANSI.sub("", done.stdout))
-    return _wait_for_backfill(dag_id, timeout, time.monotonic() + timeout)
+    return _wait_for_backfill(dag_id, timeout)
 
 
-def _wait_for_backfill(dag_id: str, timeout: float, deadline: float) -> dict[str, str]:
+def _wait_for_backfill(dag_id: str, timeout: float) -> dict[str, str]:
     """The states of the newest backfill's runs of ``dag_id``, once none is queued or running."""
     import time
 
+    deadline = time.monotonic() + timeout
     from airflow.models.backfill import Backfill
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session

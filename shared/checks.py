@@ -504,7 +504,6 @@ _debug_texts: list[str] = []
 def _normal(line: str) -> str:
     """A line of Airflow's output without what differs between machines: absolute paths
     (a file's folder, a package's location) and runs of spaces."""
-    import re
 
     line = re.sub(r"\(/[^)]*\)", "", line)
     line = re.sub(r"(?:/[^\s/'\"]+)+/(?=[\w.-]+\.py\b)", "", line)
@@ -1534,7 +1533,6 @@ def experiment_problems(folder: Path) -> list[str]:
     """What is wrong with a learner's experiment files (Lab 1.3): at least two, each with a
     hypothesis that can be tested, each one change (or two) from the baseline, each run
     under its own name."""
-    import re
 
     from shared.config import ConfigError, load_config
 
@@ -1883,8 +1881,7 @@ def pipeline_failure_problems(dag, ds: str, bad_config: str, conf: dict) -> list
     finally:
         for name, function in real.items():
             setattr(pipeline, name, function)
-    errors = [line for line in airflow_local.log_lines_that_matter(log)
-              if re.match(r"^[\w.]*(Error|Exception)\b", line) and "simulated" not in line]  # fmt: skip
+    errors = [line for line in airflow_local.exception_lines(log) if "simulated" not in line]
     for name in real:
         state, attempt = tries.get(name, ("missing", 0))
         if (state, attempt) == ("success", 2):

@@ -260,8 +260,7 @@ def retrain(
 
     from shared import data
     from shared.config import load_config
-    from shared.pipeline import splits_from_partition
-    from shared.train import fit
+    from shared.pipeline import fit_replacing, splits_from_partition
 
     config = load_config(config_path, [*(overrides or []), "training.progress=false"])
     base = splits_from_partition(train_ds, data_root, config.data.val_fraction, config.seed)
@@ -270,16 +269,14 @@ def retrain(
     train = data.Split(
         torch.cat([base.train.images, new.images]), torch.cat([base.train.labels, new.labels])
     )
-    run_dir = Path(runs_root) / "retraining" / ds / config.run_id()
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a rerun starts from nothing
-    result = fit(config, run_dir=run_dir, splits=data.MNISTSplits(train, base.val, base.test),
-                 progress=False, log=lambda *a, **k: None)  # fmt: skip
-    atomic_write_json(result.run_dir / "trained_on.json", {
+    run_dir = fit_replacing(config, Path(runs_root) / "retraining" / ds / config.run_id(),
+                            data.MNISTSplits(train, base.val, base.test),
+                            log=lambda *a, **k: None)  # fmt: skip
+    atomic_write_json(run_dir / "trained_on.json", {
         "train_partition": train_ds, "production_days": days,
         "images": len(train), "production_images": len(new),
     })  # fmt: skip
-    return str(result.run_dir)
+    return str(run_dir)
 
 
 def exam_accuracy(model_dir: str | os.PathLike[str], exam) -> float:

@@ -135,15 +135,20 @@ def train(
     config replaces it.
     """
     from shared.config import load_config
-    from shared.train import fit
 
     config = load_config(config_path, [*(overrides or []), "training.progress=false"])
     splits = splits_from_partition(ds, data_root, config.data.val_fraction, config.seed)
-    run_dir = Path(runs_root) / "pipeline" / ds / config.run_id()
+    return str(fit_replacing(config, Path(runs_root) / "pipeline" / ds / config.run_id(), splits))
+
+
+def fit_replacing(config, run_dir: Path, splits, **fit_kwargs) -> Path:
+    """``shared.train.fit`` into ``run_dir``, replacing what a previous attempt left there:
+    a rerun starts from nothing and never mixes attempts (idempotency). Returns the folder."""
+    from shared.train import fit
+
     if run_dir.exists():
-        shutil.rmtree(run_dir)  # idempotent: a rerun starts from nothing, never mixes attempts
-    result = fit(config, run_dir=run_dir, splits=splits, progress=False)
-    return str(result.run_dir)
+        shutil.rmtree(run_dir)
+    return fit(config, run_dir=run_dir, splits=splits, progress=False, **fit_kwargs).run_dir
 
 
 def evaluate_run(
