@@ -8,9 +8,9 @@ retrain -> challenge
 ```
 
 Scheduled on the asset `mnist_drift`: `my_model_in_production` updates it when its
-monitor finds drift, and the scheduler then starts this DAG. `retrain` trains on the data so
-far (the training partition plus the labelled first half of every production day up to
-the drifting one); `challenge` compares the new model with the registered best on the same
+monitor finds drift, and the scheduler then starts this DAG. `retrain` trains with my
+trainer (`my_trainer.py`, beside this file) on the data so far (the training partition plus
+the labelled first half of every production day up to the drifting one); `challenge` compares the new model with the registered best on the same
 exam (the second half of those days, never trained on) and registers it only if it is
 strictly better.
 """
@@ -40,18 +40,21 @@ def my_retraining():
     @task(inlets=[DRIFT])
     def retrain(params: dict | None = None, inlet_events=None) -> dict:
         import json
+        from pathlib import Path
 
         from airflow.sdk.exceptions import AirflowFailException
 
-        from shared import lifecycle, paths
+        from shared import lifecycle, paths, pipeline
 
         events = inlet_events[DRIFT]
         if not events:
             raise AirflowFailException("no drift event of mnist_drift yet: nothing to retrain for")
         day = events[-1].extra["ds"]
         best = json.loads((paths.resolve(REGISTRY) / "mnist" / "best.json").read_text())
+        trainer = pipeline.load_trainer(Path(__file__).with_name("my_trainer.py"))
         run_dir = lifecycle.retrain(day, lifecycle.training_partition(best),
-                                    params["config_path"], paths.data_root(), paths.runs_root())  # fmt: skip
+                                    params["config_path"], paths.data_root(), paths.runs_root(),
+                                    trainer=trainer)  # fmt: skip
         return {"ds": day, "run_dir": run_dir}
 
     @task

@@ -8,7 +8,8 @@ ingest -> validate -> train -> evaluate -> register
 ```
 
 The day's data is partitioned by the logical date (`data/raw/<ds>/`), the model trained on
-it by the config named in the `config_path` param, evaluated on the partition's test
+it by my trainer (`my_trainer.py`, beside this file) with the config named in the
+`config_path` param, evaluated on the partition's test
 images, and registered in `registry/lab1_4/mnist/`, where `best.json` moves only to a model
 that beats the best on the same test images. A rerun of a date replaces that date's outputs.
 
@@ -80,15 +81,19 @@ def my_training_pipeline():
 
     @task
     def train(report: dict, ds: str | None = None, params: dict | None = None) -> str:
+        from pathlib import Path
+
         from airflow.sdk.exceptions import AirflowFailException
 
         from shared import paths, pipeline
-        from shared.config import ConfigError
 
-        try:
-            return pipeline.train(ds, params["config_path"], paths.data_root(), paths.runs_root())
-        except ConfigError as exc:  # a wrong config stays wrong on a retry
-            raise AirflowFailException(f"bad training config: {exc}") from exc
+        try:  # my trainer, from the module beside this file, as it is now
+            trainer = pipeline.load_trainer(Path(__file__).with_name("my_trainer.py"))
+            return pipeline.train(ds, params["config_path"], paths.data_root(),
+                                  paths.runs_root(), trainer=trainer)  # fmt: skip
+        except ValueError as exc:  # a bad config (ConfigError), a trainer that breaks the
+            # contract (TrainerError) or refuses the config: each stays wrong on a retry
+            raise AirflowFailException(f"cannot train: {exc}") from exc
 
     @task
     def evaluate(run_dir: str, ds: str | None = None) -> dict:

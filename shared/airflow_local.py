@@ -22,6 +22,9 @@ from typing import Any
 from shared import paths
 from shared.io import atomic_path
 
+#: What pathspec says of the pattern class Airflow 3.3 reads .airflowignore's globs with.
+_PATHSPEC_DEPRECATION = r"GitWildMatchPattern \('gitwildmatch'\)"
+
 
 def configure() -> dict[str, str]:
     """Point Airflow at the project (unless the environment already does) and return the
@@ -47,6 +50,9 @@ def configure() -> dict[str, str]:
     warnings.filterwarnings(
         "ignore", message=r"Multiple rows returned with uselist=False for lazily-loaded attribute"
     )
+    # Airflow 3.3 reads dags/.airflowignore's glob patterns with a pattern class that its
+    # own dependency, pathspec, now calls deprecated: Airflow's to change, not the learner's.
+    warnings.filterwarnings("ignore", message=_PATHSPEC_DEPRECATION)
     return {k: os.environ[k] for k in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER")}
 
 
@@ -367,31 +373,64 @@ def without_authoring_lines(source: str) -> str:
     return "".join(kept)
 
 
+def dag_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The Python files of ``folder`` that the dag-processor parses: all of them but those
+    its ``.airflowignore`` names (a module the DAGs import, such as Lab 1.4's trainer)."""
+    from airflow.utils.file import list_py_file_paths
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_PATHSPEC_DEPRECATION)
+        return sorted(Path(p) for p in list_py_file_paths(str(folder), safe_mode=False))
+
+
+def _skipped_by_dag_processor(dags_dir: Path, name: str) -> bool:
+    """Whether ``dags_dir``'s ``.airflowignore`` makes the dag-processor skip a file called
+    ``name`` (asked of Airflow's own reader, in an empty folder with a copy of the file)."""
+    ignore = dags_dir / ".airflowignore"
+    if not ignore.is_file():
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(ignore, Path(tmp) / ".airflowignore")
+        (Path(tmp) / name).write_text("")
+        return not dag_files(tmp)
+
+
 def promote(draft: str | os.PathLike[str], dags_dir: str | os.PathLike[str] | None = None) -> Path:
     """Publish a checked DAG file into ``dags/`` atomically; refuse it if it does not import.
 
     The dag-processor re-parses every file in dags/ (each at most every
     ``[dag_processor] min_file_process_interval``, 30 s by default): a half-written or broken
     file there would show up as an import error in the UI, so the file is parsed first and
-    renamed into place.
+    renamed into place. A module the DAGs load (Lab 1.4's ``my_trainer.py``), which
+    ``dags/.airflowignore`` keeps the dag-processor from parsing, is published the same way
+    once it compiles: what it does is checked where it runs.
     """
     draft = Path(draft)
     target_dir = Path(dags_dir) if dags_dir else paths.project_root() / "dags"
-    with tempfile.TemporaryDirectory() as tmp:
-        probe = Path(tmp) / draft.name
-        shutil.copyfile(draft, probe)
-        bag = load_dag_file(probe)
-        error = first_import_error(bag)
-        if error:
-            raise ValueError(f"{draft.name} does not import, not promoted: {error}")
-        if draft.stem not in bag.dag_ids:
-            raise ValueError(
-                f"{draft.name}: the file name must equal the dag_id (found {bag.dag_ids})"
-            )
+    module = _skipped_by_dag_processor(target_dir, draft.name)
+    if module:
+        try:
+            compile(draft.read_text(), draft.name, "exec")
+        except SyntaxError as exc:
+            raise ValueError(f"{draft.name} does not compile, not promoted: {exc}") from None
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            probe = Path(tmp) / draft.name
+            shutil.copyfile(draft, probe)
+            bag = load_dag_file(probe)
+            error = first_import_error(bag)
+            if error:
+                raise ValueError(f"{draft.name} does not import, not promoted: {error}")
+            if draft.stem not in bag.dag_ids:
+                raise ValueError(
+                    f"{draft.name}: the file name must equal the dag_id (found {bag.dag_ids}); "
+                    "a module that holds no DAG must be named in dags/.airflowignore"
+                )
     where = paths.show(draft)
     header = (
         f"# Promoted from {where} by shared.airflow_local.promote: edit what writes that draft\n"
-        "# (the notebook's DAG cell), then promote again; an edit here is replaced.\n"
+        f"# (the notebook's {'cell that writes it' if module else 'DAG cell'}), then promote "
+        "again; an edit here is replaced.\n"
     )
     published = header + without_authoring_lines(draft.read_text())
     with atomic_path(target_dir / draft.name) as tmp_target:

@@ -1626,15 +1626,24 @@ class _StepLog:
         self._handle.remove()
 
 
-def check_trainer_run(train_from_config, config) -> dict:
-    """Run the learner's ``train_from_config`` on ``config`` and check that it built what the
-    config says; returns its result. Shared by the self-check and the hidden check."""
+def check_trainer_run(train_from_config, config, splits=None) -> dict:
+    """Run the learner's ``train_from_config`` on ``config`` (with ``splits``, Lab 1.4's
+    form: ``train_from_config(config, splits=splits)``) and check that it built what the
+    config says; returns its result. Shared by the self-checks and the hidden check."""
     from shared.data import training_images
     from shared.model import build_model, count_parameters
+    from shared.pipeline import call_trainer
 
-    n_train = training_images(config.data.subset, config.data.val_fraction)
+    if splits is None:
+        n_train = training_images(config.data.subset, config.data.val_fraction)
+        data_from = "the data from config.data (subset, val_fraction)"
+    else:
+        n_train, data_from = len(splits.train), "the data from the splits it is given"
     with _StepLog() as log:
-        result = train_from_config(config)
+        if splits is None:
+            result = train_from_config(config)
+        else:
+            result = call_trainer(train_from_config, config, splits)[0]
     assert isinstance(result, dict), f"return a dict, not {type(result).__name__}"
     missing = [k for k in ("model", "history", "test_accuracy") if k not in result]
     assert not missing, f"the result has no {missing}; return model, history and test_accuracy"
@@ -1661,8 +1670,8 @@ def check_trainer_run(train_from_config, config) -> dict:
     assert len(log.steps) == t.epochs * per_epoch, (
         f"{len(log.steps)} optimizer steps; {n_train} training images in batches of "
         f"{t.batch_size} for {t.epochs} epoch(s) make {t.epochs * per_epoch}: take batch_size "
-        "and epochs from config.training, the data from config.data (subset, val_fraction), "
-        "and keep the last, smaller batch (no drop_last)"
+        f"and epochs from config.training, {data_from}, and keep the last, smaller batch "
+        "(no drop_last)"
     )
     kinds = {name for name, _, _ in log.steps}
     assert kinds == {"Adam"}, f"the optimizer was {sorted(kinds)}; the config asks for Adam"
@@ -1711,6 +1720,72 @@ def config_trainer(train_from_config: Callable) -> None:
 
 
 # --------------------------------------------------------------------------- 04 your pipeline
+
+#: Where Lab 1.4's trainer check points config.data: nowhere. The pipeline hands the trainer
+#: its data; a trainer that loads config.data instead fails there, and is told so.
+NOT_THE_DATA = "config-data-is-not-where-the-pipeline-data-is"
+
+
+def _module_undefined(function: Callable) -> list[str]:
+    """The global names the functions of ``function``'s module read and the module never
+    defines or imports (what a notebook's earlier cells defined for it)."""
+    import inspect
+    import sys
+
+    module = sys.modules.get(function.__module__)
+    scope = vars(module) if module else function.__globals__
+    functions = [f for f in scope.values()
+                 if inspect.isfunction(f) and f.__module__ == function.__module__]  # fmt: skip
+    return sorted({n for f in functions for n in free_globals(f) if n not in scope})
+
+
+@_check("my_trainer.py: your Lab 1.3 trainer as a module, training on the data it is given")
+def promoted_trainer(path) -> None:
+    from shared import data, pipeline
+    from shared.config import load_config
+    from shared.train import CheckpointError, as_config_model, weights_digest
+
+    try:
+        trainer = pipeline.load_trainer(path)
+    except NameError as exc:  # a name the module's own top level uses (an annotation)
+        _fail(
+            f"{paths.show(Path(path))}: {exc}, as the module loads: a module sees only its "
+            "own imports, not the notebook's; import at its top what it uses"
+        )
+    undefined = _module_undefined(trainer)
+    assert not undefined, (
+        f"{paths.show(Path(path))} uses {', '.join(undefined)} without importing or defining "
+        f"{'it' if len(undefined) == 1 else 'them'}: a module sees only its own imports, not "
+        "the notebook's; import at its top what its functions use"
+    )
+    config = load_config(
+        project_root() / "configs" / "default.yaml", [*TRAINER_CONFIG, f"data.root={NOT_THE_DATA}"]
+    )
+    # 500 images where the config says 600: a trainer that found the data some other way
+    # (a fixed path) takes the wrong number of steps
+    splits = data.load_splits(paths.data_root(), config.data.val_fraction, config.seed, 500)
+    try:
+        first = check_trainer_run(trainer, config, splits)
+    except pipeline.TrainerError as exc:
+        _fail(f"my_trainer.py: {exc}")
+    except Exception as exc:
+        if NOT_THE_DATA not in str(exc):
+            raise
+        _fail(
+            "your trainer loaded the data config.data names although it was given splits: "
+            "when splits is not None, train, validate and test on splits.train, splits.val and "
+            "splits.test (the pipeline's day of data); load config.data only without them"
+        )
+    again = trainer(config, splits=splits)
+    assert weights_digest(first["model"]) == weights_digest(again["model"]), (
+        "two runs of the same config on the same splits gave different weights: does every "
+        "random draw (the first weights, the order of the batches) follow from config.seed?"
+    )
+    try:
+        as_config_model(first["model"], config)  # what the pipeline's checkpoint will hold
+    except CheckpointError as exc:
+        _fail(f"my_trainer.py: {exc}")
+
 
 #: Lab 1.4's DAGs and the order their tasks must run in (each pair: first before second).
 LAB1_4_ORDER = {

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
+from shared.io import atomic_path, atomic_write_text
 from shared.paths import project_root
 from shared.provision import sha256_file
 
@@ -155,37 +155,15 @@ def record_run(
     config, result: dict[str, Any], seconds: float, run_dir: str | os.PathLike[str] | None = None
 ) -> Path:
     """Write a run folder for a run trained outside ``train.fit`` (Lab 1.3's own
-    ``train_from_config``), in the layout ``fit`` uses, so ``compare`` reads both alike.
-
-    ``result`` is what the trainer returned: ``history`` (one dict per epoch with
-    ``val_accuracy``), ``test_accuracy`` and the trained ``model``. The folder holds the
-    resolved ``config.yaml`` and ``metrics.json`` (with the weights' digest), each written
-    atomically; it replaces an earlier run of the same config. Returns the folder.
+    ``train_from_config``), in the layout ``fit`` uses, so ``compare`` reads both alike:
+    the resolved ``config.yaml`` and ``metrics.json`` (history, test accuracy, seconds, the
+    weights' digest), written atomically, replacing an earlier run of the same config
+    (``train.save_trained_run``). Returns the folder.
     """
-    from shared.config import save_config
-    from shared.model import count_parameters
-    from shared.train import run_dir_for, weights_digest
+    from shared.train import run_dir_for, save_trained_run
 
     target = Path(run_dir) if run_dir is not None else run_dir_for(config)
-    history = list(result["history"])
-    model = result["model"]
-    metrics = {
-        "run_id": target.name,
-        "config_hash": config.hash(),
-        "model": config.model.name,
-        "parameters": count_parameters(model),
-        "epochs_completed": len(history),
-        "completed": len(history) == config.training.epochs,
-        "history": history,
-        "train_seconds": seconds,
-        "test": {"accuracy": float(result["test_accuracy"])},
-        "weights_sha256": weights_digest(model),
-        "trainer": "notebook",
-    }
-    with atomic_directory(target) as tmp:
-        save_config(config, tmp / "config.yaml")
-        atomic_write_json(tmp / "metrics.json", metrics)
-    return target
+    return save_trained_run(config, result, seconds, target)
 
 
 #: Where a learner's own experiment files go (Lab 1.3): beside the course's, in a folder of

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,7 @@ def retrain(
     data_root: str | os.PathLike[str],
     runs_root: str | os.PathLike[str],
     overrides: list[str] | None = None,
+    trainer: Callable[..., dict[str, Any]] | None = None,
 ) -> str:
     """Train ``config_path`` on the data so far: the training partition ``data/raw/<train_ds>``
     plus the first half of every production day up to ``ds``. The run lands (replacing a
@@ -270,7 +272,7 @@ def retrain(
         torch.cat([base.train.images, new.images]), torch.cat([base.train.labels, new.labels])
     )
     run_dir = fit_replacing(config, Path(runs_root) / "retraining" / ds / config.run_id(),
-                            data.MNISTSplits(train, base.val, base.test),
+                            data.MNISTSplits(train, base.val, base.test), trainer=trainer,
                             log=lambda *a, **k: None)  # fmt: skip
     atomic_write_json(run_dir / "trained_on.json", {
         "train_partition": train_ds, "production_days": days,

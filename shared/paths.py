@@ -7,6 +7,7 @@ whose whole job is to make one.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 #: Environment variable that moves the whole project tree (tests point it at a temporary dir).
@@ -53,7 +54,8 @@ def show(path: str | os.PathLike[str]) -> str:
 def scratch_project(root: str | os.PathLike[str]) -> Path:
     """Make ``root`` a project folder outside the checkout, for runs that must not write
     into it (tests, benchmarks): ``configs/``, ``solutions/`` and ``labs/`` linked from the
-    checkout, its MNIST files linked under ``data/``, an empty ``dags/``. With
+    checkout, its MNIST files linked under ``data/``, a ``dags/`` with no DAG (only the
+    checkout's ``.airflowignore``, which says what the dag-processor skips). With
     ``WORKBOOK_ROOT`` pointing there, tasks and notebooks write ``data/``, ``runs/``,
     ``registry/`` and promoted DAGs there."""
     checkout = Path(__file__).resolve().parent.parent
@@ -61,6 +63,7 @@ def scratch_project(root: str | os.PathLike[str]) -> Path:
     (root / "data").mkdir(parents=True)
     (root / "data" / "MNIST").symlink_to(checkout / "data" / "MNIST")
     (root / "dags").mkdir()
+    shutil.copyfile(checkout / "dags" / ".airflowignore", root / "dags" / ".airflowignore")
     for name in ("configs", "solutions", "labs"):
         (root / name).symlink_to(checkout / name)
     return root

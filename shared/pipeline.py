@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,27 +129,133 @@ def train(
     data_root: str | os.PathLike[str],
     runs_root: str | os.PathLike[str],
     overrides: list[str] | None = None,
+    trainer: Callable[..., dict[str, Any]] | None = None,
 ) -> str:
     """Train the config on the day's partition; returns the run folder.
 
-    The run lands in ``<runs_root>/pipeline/<ds>/<name>-<hash>/``: a rerun of the same day and
-    config replaces it.
+    ``trainer`` is a learner's ``train_from_config(config, splits=...)`` (Lab 1.4, loaded by
+    ``load_trainer``); without one, ``shared.train.fit`` trains. The run lands in
+    ``<runs_root>/pipeline/<ds>/<name>-<hash>/``: a rerun of the same day and config
+    replaces it.
     """
     from shared.config import load_config
 
     config = load_config(config_path, [*(overrides or []), "training.progress=false"])
     splits = splits_from_partition(ds, data_root, config.data.val_fraction, config.seed)
-    return str(fit_replacing(config, Path(runs_root) / "pipeline" / ds / config.run_id(), splits))
+    run_dir = Path(runs_root) / "pipeline" / ds / config.run_id()
+    return str(fit_replacing(config, run_dir, splits, trainer=trainer))
 
 
-def fit_replacing(config, run_dir: Path, splits, **fit_kwargs) -> Path:
-    """``shared.train.fit`` into ``run_dir``, replacing what a previous attempt left there:
-    a rerun starts from nothing and never mixes attempts (idempotency). Returns the folder."""
+def fit_replacing(
+    config,
+    run_dir: Path,
+    splits,
+    trainer: Callable[..., dict[str, Any]] | None = None,
+    log: Callable[..., None] = print,
+) -> Path:
+    """Train ``config`` on ``splits`` into ``run_dir``, replacing what a previous attempt left
+    there: a rerun starts from nothing and never mixes attempts (idempotency). With
+    ``shared.train.fit``, or with ``trainer`` (see ``run_trainer``). Returns the folder."""
     from shared.train import fit
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    return fit(config, run_dir=run_dir, splits=splits, progress=False, **fit_kwargs).run_dir
+    if trainer is not None:
+        return run_trainer(trainer, config, splits, run_dir)
+    return fit(config, run_dir=run_dir, splits=splits, progress=False, log=log).run_dir
+
+
+class TrainerError(ValueError):
+    """A learner's trainer broke the pipeline's contract: it is missing, cannot be called
+    as ``train_from_config(config, splits=...)``, or returned something else."""
+
+
+def load_trainer(path: str | os.PathLike[str], name: str = "train_from_config") -> Callable:
+    """The function ``name`` of the Python file ``path`` (the learner's trainer module, beside
+    the DAG that trains with it), loaded afresh on every call: a task runs the file as it
+    is now, and a module of the same name elsewhere (the draft, the promoted copy, an old
+    import) is never mixed up with it."""
+    import hashlib
+    import importlib.util
+    import sys
+
+    from shared import paths
+
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise TrainerError(
+            f"{paths.show(path)}: no such file: write it, and promote it beside the DAG file "
+            "that loads it"
+        )
+    module_name = "workbook_trainer_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # what the module defines may look itself up there
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise TrainerError(f"{paths.show(path)} defines no function {name}")
+    return function
+
+
+def trainer_name(trainer: Callable) -> str:
+    """``runs/lab1_4/dags/my_trainer.py:train_from_config``: which code trained a run."""
+    import inspect
+
+    from shared import paths
+
+    where = inspect.getsourcefile(trainer) or getattr(trainer, "__module__", "?")
+    return f"{paths.show(Path(where))}:{getattr(trainer, '__name__', type(trainer).__name__)}"
+
+
+def call_trainer(
+    trainer: Callable[..., dict[str, Any]], config, splits
+) -> tuple[dict[str, Any], float]:
+    """``trainer(config, splits=splits)`` and the seconds it took, after checking that it can
+    take the splits and before trusting what it returned: TrainerError, naming what to
+    change, when it cannot or did not return a model, its history and its test accuracy."""
+    import inspect
+    import time
+
+    from torch import nn
+
+    name = trainer_name(trainer)
+    try:
+        inspect.signature(trainer).bind(config, splits=splits)
+    except TypeError:
+        raise TrainerError(
+            f"{name}{inspect.signature(trainer)}: the pipeline calls it as "
+            "train_from_config(config, splits=...), to train on the day's partition; give it "
+            "a splits parameter (None: load config.data, as in Lab 1.3)"
+        ) from None
+    start = time.perf_counter()
+    result = trainer(config, splits=splits)
+    seconds = time.perf_counter() - start
+    missing = [k for k in ("model", "history", "test_accuracy") if k not in (result or {})]
+    if not isinstance(result, dict) or missing or not isinstance(result["model"], nn.Module):
+        raise TrainerError(
+            f"{name} returned {type(result).__name__}"
+            + (f" without {missing}" if isinstance(result, dict) and missing else "")
+            + ": return a dict with the trained model (an nn.Module), its history and its "
+            "test_accuracy"
+        )
+    return result, seconds
+
+
+def run_trainer(trainer: Callable[..., dict[str, Any]], config, splits, run_dir: Path) -> Path:
+    """Train with a learner's ``trainer(config, splits=splits)`` (``call_trainer``) and write
+    its run folder: ``config.yaml``, ``metrics.json`` (naming the trainer) and a
+    ``checkpoint.pt`` in the registry's format (``train.save_trained_run``)."""
+    from shared.train import save_trained_run
+
+    result, seconds = call_trainer(trainer, config, splits)
+    return save_trained_run(
+        config, result, seconds, run_dir, trainer=trainer_name(trainer), checkpoint=True
+    )
 
 
 def evaluate_run(

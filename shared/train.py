@@ -33,7 +33,7 @@ from torch import nn
 
 from shared import paths
 from shared.config import Config, TrainingConfig, save_config
-from shared.io import atomic_write_bytes, atomic_write_json, tqdm_disable
+from shared.io import atomic_directory, atomic_write_bytes, atomic_write_json, tqdm_disable
 
 CHECKPOINT_FORMAT = 1
 
@@ -317,6 +317,101 @@ def load_model(source: str | os.PathLike[str]) -> tuple[nn.Module, Config]:
     model.load_state_dict(state["model"])
     model.eval()
     return model, config
+
+
+def as_config_model(model: nn.Module, config: Config) -> nn.Module:
+    """``model``'s weights moved into ``build_model(config.model)``, on the CPU, in eval mode.
+
+    Every checkpoint holds the weights of the config's own model, so that ``load_model``
+    rebuilds any run from its config alone, whoever trained it. A model built elsewhere (a
+    learner's ``nn.Sequential`` names its weights ``1.weight``, the package's MLP
+    ``net.1.weight``) fits when its weights have the same shapes in the same order; the two
+    are then run on one batch and must answer alike, so a model whose layers differ (another
+    activation, another order) is refused rather than saved as something it is not.
+    """
+    import copy
+
+    from shared.model import build_model
+
+    target = build_model(config.model).eval()
+    theirs, ours = list(model.state_dict().items()), list(target.state_dict().items())
+
+    def shapes(items) -> list[tuple[int, ...]]:
+        return [tuple(t.shape) for _, t in items]
+
+    if shapes(theirs) != shapes(ours):
+        raise CheckpointError(
+            f"the trained model's weights have the shapes {shapes(theirs)}; the config's model "
+            f"({config.model.name}, {config.model.model_dump(exclude={'name'})}) has "
+            f"{shapes(ours)}: build the model from config.model, layer by layer as "
+            "shared.model.build_model does"
+        )
+    target.load_state_dict(
+        {name: t.detach().cpu().clone() for (name, _), (_, t) in zip(ours, theirs, strict=True)}
+    )
+    probe = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    mine = copy.deepcopy(model).cpu().eval()
+    with torch.no_grad():
+        same = torch.allclose(mine(probe), target(probe), atol=1e-5)
+    if not same:
+        raise CheckpointError(
+            f"the trained model has the weights of the config's {config.model.name} but computes "
+            "something else with them (another activation, the layers in another order?): "
+            "build it layer by layer as shared.model.build_model does"
+        )
+    return target
+
+
+def save_trained_run(
+    config: Config,
+    result: dict[str, Any],
+    seconds: float,
+    run_dir: str | os.PathLike[str],
+    trainer: str = "notebook",
+    checkpoint: bool = False,
+) -> Path:
+    """Write a run folder for a model trained outside ``fit`` (a learner's
+    ``train_from_config``), in ``fit``'s layout, atomically, replacing an earlier one.
+
+    ``result`` is what the trainer returned: the trained ``model``, its ``history`` (one
+    dict per epoch) and its ``test_accuracy``. The folder holds the resolved ``config.yaml``
+    and ``metrics.json`` (with the weights' digest and ``trainer``, who trained it); with
+    ``checkpoint``, also ``checkpoint.pt`` in the format ``load_model`` reads (the weights
+    moved into the config's model by ``as_config_model``). Returns the folder.
+    """
+    from shared.model import count_parameters
+
+    target = Path(run_dir)
+    history = list(result["history"])
+    model = as_config_model(result["model"], config) if checkpoint else result["model"]
+    metrics = {
+        "run_id": target.name,
+        "config_hash": config.hash(),
+        "model": config.model.name,
+        "parameters": count_parameters(model),
+        "epochs_completed": len(history),
+        "completed": len(history) == config.training.epochs,
+        "history": history,
+        "train_seconds": seconds,
+        "test": {"accuracy": float(result["test_accuracy"])},
+        "weights_sha256": weights_digest(model),
+        "trainer": trainer,
+    }
+    with atomic_directory(target) as tmp:
+        save_config(config, tmp / "config.yaml")
+        if checkpoint:
+            save_checkpoint(tmp / "checkpoint.pt", {
+                "format": CHECKPOINT_FORMAT,
+                "model": model.state_dict(),
+                "epoch": len(history),
+                "config": config.to_dict(),
+                "config_hash": config.hash(),
+                "history": history,
+                "trainer": trainer,
+                "versions": library_versions(),
+            })  # fmt: skip
+        atomic_write_json(tmp / "metrics.json", metrics)
+    return target
 
 
 # --------------------------------------------------------------------------- distributed

@@ -280,6 +280,7 @@ WRONG_SHAPES = {
         check_id: [("hint", {"drafts": Path("no_such_folder")})]
         for check_id in (
             "unseen_training_date",
+            "trainer_in_dag",
             "refuses_no_date",
             "monitor_unseen_days",
             "retraining_unseen_drift",
@@ -917,3 +918,44 @@ def test_class_counts_names_each_plausible_mistake():
             continue
         with pytest.raises(checks.CheckFailed, match=message):
             checks.class_counts(wrong, split)
+
+
+#: Lab 1.4's trainer module as its solution promotes it (the header's two lines dropped).
+MY_TRAINER = (REPO / "dags" / "my_trainer.py").read_text().split("\n", 2)[2]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (None, None),
+        # Lab 1.3's signature, unchanged: the pipeline cannot hand it the day's data
+        ({"def train_from_config(config, splits=None)": "def train_from_config(config)"},
+         "give it a splits parameter"),
+        # takes splits, then loads config.data anyway
+        ({"    if splits is None:  # Lab 1.3": "    if True:  # Lab 1.3"},
+         "loaded the data config.data names although it was given splits"),
+        # finds the data by a fixed path instead: trains on the wrong number of images
+        ({"            paths.resolve(config.data.root),": "            paths.data_root(),",
+          "    if splits is None:  # Lab 1.3": "    if True:  # Lab 1.3"},
+         "the data from the splits it is given"),
+        # copied the functions, not the imports the notebook's earlier cells made
+        ({"from torch.utils.data import DataLoader, TensorDataset\n": ""},
+         "uses DataLoader, TensorDataset without importing"),
+        # ... and without torch's nn, which an annotation needs as the module loads
+        ({"from torch import nn\n": ""}, "name 'nn' is not defined, as the module loads"),
+        # another activation: the weights fit the config's MLP, the function does not
+        ({"nn.ReLU()": "nn.Tanh()"}, "computes something else"),
+    ],
+)  # fmt: skip
+def test_promoted_trainer_names_each_plausible_mistake(edit, message, tmp_path, mnist_root):
+    source = MY_TRAINER
+    for old, new in (edit or {}).items():
+        assert old in source
+        source = source.replace(old, new)
+    module = tmp_path / "my_trainer.py"
+    module.write_text(source)
+    if message is None:
+        checks.promoted_trainer(module)
+        return
+    with pytest.raises(checks.CheckFailed, match=message):
+        checks.promoted_trainer(module)

@@ -14,8 +14,10 @@ import pytest
 from conftest import DS  # the run the session fixtures share
 from conftest import PIPELINE_SMOKE as SMOKE
 
+from shared import airflow_local
+
 REPO = Path(__file__).resolve().parent.parent
-DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+DAG_FILES = airflow_local.dag_files(REPO / "dags")  # the files the dag-processor parses
 LOGICAL_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 
 EXPECTED_STRUCTURE = {
@@ -441,3 +443,32 @@ def test_register_compares_only_runs_measured_on_the_same_test_images(tmp_path):
     )
     again = register("full2", 0.80, full)  # the best's own rerun scored lower
     assert again["best"]["version"] == f"{DS}-full3" and _best(reg) == ("full3", 0.86)
+
+
+def test_the_trainer_beside_the_dags_is_promoted_but_never_parsed_as_a_dag():
+    assert (REPO / "dags" / "my_trainer.py").is_file()
+    assert "my_trainer.py" not in {p.name for p in DAG_FILES}
+
+
+def test_promote_publishes_a_module_the_ignore_file_names_and_refuses_one_it_does_not(tmp_path):
+    dags, drafts = tmp_path / "dags", tmp_path / "drafts"
+    dags.mkdir()
+    drafts.mkdir()
+    (dags / ".airflowignore").write_text((REPO / "dags" / ".airflowignore").read_text())
+    module = drafts / "my_trainer.py"
+    module.write_text("def train_from_config(config, splits=None):\n    return {}\n")
+    published = airflow_local.promote(module, dags)
+    assert published == dags / "my_trainer.py"
+    header = published.read_text().splitlines()[:2]
+    assert header[0].startswith("# Promoted from ") and "cell that writes it" in header[1]
+    assert published.read_text().endswith(module.read_text())
+    assert airflow_local.dag_files(dags) == []  # the dag-processor skips it
+
+    other = drafts / "helpers.py"
+    other.write_text("X = 1\n")
+    with pytest.raises(ValueError, match="must be named in dags/.airflowignore"):
+        airflow_local.promote(other, dags)
+    module.write_text("def train_from_config(config splits):\n")
+    with pytest.raises(ValueError, match="does not compile, not promoted"):
+        airflow_local.promote(module, dags)
+    assert published.read_text().endswith("return {}\n")  # the published one stays whole

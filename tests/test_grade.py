@@ -441,7 +441,7 @@ FIRST_HINT = {
     "1.2a": "not written yet: keep dimension 0",
     "1.2b": "not written yet: create the four layers",
     "1.3": "not written yet: a YAML string that extends default.yaml",
-    "1.4": "not written yet: five @task functions around shared.pipeline",
+    "1.4": "not written yet: the imports your two functions need",
 }
 
 
@@ -510,6 +510,12 @@ BUGS = [
       "def retrain(params: dict | None = None, inlet_events=None, ds=None) -> dict:",
       'day = events[-1].extra["ds"]': 'day = ds or "2024-02-04"'},
      "retraining_unseen_drift", "the asset's latest event names"),
+    # a train task that trains with the package's fit, not the learner's trainer: every
+    # public check passes (the pipeline works); the hidden one reads who trained the run
+    ("1.4", "dag_trains_with_fit",
+     {"                                  paths.runs_root(), trainer=trainer)  # fmt: skip":
+      "                                  paths.runs_root())  # fmt: skip"},
+     "trainer_in_dag", "not your train_from_config"),
     # a threshold under the normal days' own variation: the notebook's days pass, an unseen
     # normal day at the top of that variation raises a false alarm
     ("1.4", "too_sensitive", {"INTENSITY_THRESHOLD = 0.01": "INTENSITY_THRESHOLD = 0.003"},

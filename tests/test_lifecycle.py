@@ -4,6 +4,7 @@ batch predictions, the monitor's statistics, retraining and the champion/challen
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,90 @@ def test_outputs_fingerprint_ignores_timings_and_sees_a_changed_partition(traine
     manifest.write_text(manifest.read_text() + " ")
     changed = pipeline.outputs_fingerprint(TRAIN_DS, root / "data", root / "runs")
     assert [k for k in before if before[k] != changed[k]] == [f"raw/{TRAIN_DS}/manifest.json"]
+
+
+# --------------------------------------------------------------------------- the learner's trainer
+
+#: Lab 1.4's trainer as its solution promotes it: the learner's Lab 1.3 train_from_config in
+#: a module, taking the day's splits.
+MY_TRAINER = Path(__file__).resolve().parent.parent / "dags" / "my_trainer.py"
+#: A tiny MLP, one epoch: the learner's trainer trains it in a fraction of a second.
+SMALL_MLP = ["model.hidden_sizes=[32]", "training.epochs=1"]
+
+
+def test_the_pipeline_trains_with_the_learners_trainer_and_saves_a_model_the_registry_loads(
+    trained,
+):
+    """pipeline.train with a learner's train_from_config: the run folder names the trainer,
+    holds a checkpoint that load_model rebuilds from the config alone (the learner's
+    nn.Sequential moved into the package's MLP), scores what the trainer measured on the
+    partition's test images, and a rerun changes nothing computed."""
+    from shared.train import load_model, weights_digest
+
+    root, _ = trained
+    trainer = pipeline.load_trainer(MY_TRAINER)
+    config = "configs/experiments/mlp.yaml"
+    run = pipeline.train(TRAIN_DS, config, root / "data", root / "runs", SMALL_MLP, trainer)
+    metrics = json.loads((Path(run) / "metrics.json").read_text())
+    assert metrics["trainer"].endswith("dags/my_trainer.py:train_from_config")
+    assert metrics["history"][0]["epoch"] == 1 and metrics["epochs_completed"] == 1
+    model, loaded = load_model(run)
+    assert type(model).__name__ == "MLP" and loaded.model.hidden_sizes == [32]
+    assert weights_digest(model) == metrics["weights_sha256"]
+    evaluation = pipeline.evaluate_run(run, TRAIN_DS, root / "data")
+    assert evaluation["test_accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-9)
+    before = pipeline.outputs_fingerprint(TRAIN_DS, root / "data", root / "runs")
+    pipeline.train(TRAIN_DS, config, root / "data", root / "runs", SMALL_MLP, trainer)
+    pipeline.evaluate_run(run, TRAIN_DS, root / "data")  # what the DAG's next task does
+    assert pipeline.outputs_fingerprint(TRAIN_DS, root / "data", root / "runs") == before
+
+    lifecycle.production_day("2024-02-12", root / "data", shifted=True, size=200)
+    again = lifecycle.retrain("2024-02-12", TRAIN_DS, config, root / "data", root / "runs",
+                              SMALL_MLP, trainer)  # fmt: skip
+    assert json.loads((Path(again) / "metrics.json").read_text())["trainer"] == metrics["trainer"]
+
+
+TRAINER_HEAD = "from torch import nn\n\n"
+BROKEN_TRAINERS = [  # (what the module defines, the error, what it says)
+    ("def train_from_config(config):\n    pass\n", "TrainerError", "give it a splits parameter"),
+    ("def train_from_config(config, splits=None):\n    return None\n", "TrainerError",
+     "returned NoneType: return a dict"),
+    ("def train_from_config(config, splits=None):\n    return {'model': 1, 'history': []}\n",
+     "TrainerError", "without ['test_accuracy']"),
+    ("def train_from_config(config, splits=None):\n"
+     "    return {'model': nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), 'history': [],\n"
+     "            'test_accuracy': 0.1}\n", "CheckpointError", "build the model from config.model"),
+    ("def train_from_config(config, splits=None):\n"
+     "    return {'model': nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.Tanh(),\n"
+     "                                   nn.Dropout(0.0), nn.Linear(32, 10)),\n"
+     "            'history': [], 'test_accuracy': 0.1}\n", "CheckpointError",
+     "computes something else"),
+    ("def train(config):\n    pass\n", "TrainerError", "defines no function train_from_config"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("source", "error", "says"), BROKEN_TRAINERS)
+def test_a_trainer_that_breaks_the_contract_is_refused_naming_what_to_change(
+    trained, tmp_path, source, error, says
+):
+    root, _ = trained
+    module = tmp_path / "my_trainer.py"
+    module.write_text(TRAINER_HEAD + source)
+    run_dir = root / "runs" / "pipeline" / TRAIN_DS
+    before = sorted(p.name for p in run_dir.iterdir())
+    with pytest.raises(Exception, match=re.escape(says)) as raised:
+        trainer = pipeline.load_trainer(module)
+        pipeline.train(TRAIN_DS, "configs/experiments/mlp.yaml", root / "data", root / "runs",
+                       [*SMALL_MLP, "output.name=broken"], trainer)  # fmt: skip
+    assert type(raised.value).__name__ == error
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # no half-written run folder
+
+
+def test_load_trainer_runs_the_file_as_it_is_now(tmp_path):
+    module = tmp_path / "my_trainer.py"
+    with pytest.raises(pipeline.TrainerError, match="no such file"):
+        pipeline.load_trainer(module)
+    module.write_text("def train_from_config(config, splits=None):\n    return 1\n")
+    assert pipeline.load_trainer(module)(None) == 1
+    module.write_text("def train_from_config(config, splits=None):\n    return 2\n")
+    assert pipeline.load_trainer(module)(None) == 2  # an edit is seen; no stale import

@@ -377,7 +377,7 @@ def dag_parse_times(dags_dir=None) -> dict[str, float]:
 
     airflow_local.configure()
     folder = paths.project_root() / "dags" if dags_dir is None else dags_dir
-    files = sorted(folder.glob("*.py"))
+    files = airflow_local.dag_files(folder)
     return {Path(f).name: s for f, s in airflow_local.parse_seconds(*files).items()}
 
 

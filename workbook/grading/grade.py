@@ -162,7 +162,7 @@ def written_answers(nb: nbformat.NotebookNode, lab: Lab) -> list[WrittenAnswer]:
 
 def make_sandbox(root: Path, source: Path | None = None) -> dict[str, Path]:
     """A throw-away project under ``root``: configs and MNIST copied from ``source`` (the
-    project root), empty dags/, labs/ as the working folder, its own home and temp, and
+    project root), a dags/ with no DAG (only its .airflowignore), labs/ as the working folder, its own home and temp, and
     the ``shared`` package without its hidden modules (first on the kernel's path)."""
     source = source or paths.project_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -178,6 +178,7 @@ def make_sandbox(root: Path, source: Path | None = None) -> dict[str, Path]:
             shutil.copyfile(f, raw / f.name)
     for d in ("dags", "labs", ".airflow"):
         (project / d).mkdir()
+    shutil.copyfile(source / "dags" / ".airflowignore", project / "dags" / ".airflowignore")
     for d in ("home", "tmp", "guard", "ipc", "kernels"):
         (root / d).mkdir()
     # The guard runs inside the kernel, which has no ``workbook``: its module is copied beside

@@ -461,6 +461,70 @@ def _pipeline_unseen_date(ns: Namespace) -> None:
     assert not changed, f"a rerun of {ds} changed {changed}: a rerun must replace, not add"
 
 
+#: A config the notebook never shows: another MLP, seed and learning rate, two epochs, and
+#: data.root pointing nowhere (the pipeline hands the trainer its data; a trainer that loads
+#: config.data fails). It extends the course's MLP experiment (``{mlp}``).
+_UNSEEN_TRAINER_CONFIG = """\
+extends: {mlp}
+seed: 11
+data: {{root: {nowhere}}}
+model: {{name: mlp, hidden_sizes: [48, 24], dropout: 0.1}}
+training: {{epochs: 2, batch_size: 64, learning_rate: 0.003}}
+output: {{name: unseen-trainer}}
+"""
+
+
+def _trainer_in_dag(ns: Namespace) -> None:
+    """The learner's training pipeline with a config the notebook never shows: its train
+    task must have run the learner's own trainer (the run folder names it) with that
+    config, on the day's partition: the weights it saved are those the learner's
+    ``train_from_config`` makes, called here on the same data."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from shared import airflow_local, pipeline
+    from shared.config import load_config
+    from shared.train import as_config_model, weights_digest
+
+    dag, ds = _lab1_4_dag(ns, "my_training_pipeline"), _UNSEEN_TRAINING_DAY
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "unseen.yaml"
+        mlp = paths.project_root() / "configs" / "experiments" / "mlp.yaml"
+        path.write_text(_UNSEEN_TRAINER_CONFIG.format(mlp=mlp, nowhere=checks.NOT_THE_DATA))
+        conf = {**_lab1_4_conf(ns), "config_path": str(path)}
+        tries, log = airflow_local.run_dag_logged(dag, ds, conf=conf)
+        config = load_config(path, ["training.progress=false"])
+    failed = {t: s for t, (s, _) in tries.items() if s != "success"}
+    if failed:
+        errors = airflow_local.exception_lines(log)
+        raise AssertionError(
+            f"a run for {ds} with an MLP config of another shape did not succeed: {failed}"
+            + (f" ({errors[-1][:240]})" if errors else "")
+            + "; its data.root names no folder: the pipeline gives the trainer its data"
+        )
+    run_dir = paths.runs_root() / "pipeline" / ds / config.run_id()
+    assert (run_dir / "metrics.json").is_file(), (
+        f"no run folder {paths.show(run_dir)} for the config the run was given: does train "
+        "pass params['config_path'] to pipeline.train?"
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    trainer = metrics.get("trainer") or "shared.train.fit"
+    assert str(trainer).endswith("my_trainer.py:train_from_config"), (
+        f"the train task trained with {trainer}, not your train_from_config: load it from "
+        "my_trainer.py beside the DAG file (pipeline.load_trainer) and pass it to pipeline.train"
+    )
+    splits = pipeline.splits_from_partition(
+        ds, paths.data_root(), config.data.val_fraction, config.seed
+    )
+    result, _ = pipeline.call_trainer(pipeline.load_trainer(ns["trainer_file"]), config, splits)
+    assert metrics["weights_sha256"] == weights_digest(as_config_model(result["model"], config)), (
+        "the model the run saved is not the one your train_from_config makes of its config on "
+        f"the day's partition (called here, on data/raw/{ds}/): does the task hand your trainer "
+        "the config it was given, and does the trainer take everything from it?"
+    )
+
+
 def _pipeline_refuses_no_date(ns: Namespace) -> None:
     """ingest in a run without a logical date: it must fail for good, writing nothing."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -663,6 +727,8 @@ _LAB_1_3 = (
             lambda ns: checks.my_experiments(ns["mine_dir"])),
 )
 _LAB_1_4 = (
+    _public(checks.promoted_trainer, "promoted_trainer", 2, ("trainer_file",),
+            lambda ns: checks.promoted_trainer(ns["trainer_file"])),
     _public(checks.lab1_4_dags, "lab1_4_dags", 3,
             ("drafts", "training_dag", "production_dag", "retraining_dag"),
             lambda ns: checks.lab1_4_dags(ns["drafts"])),
@@ -676,6 +742,9 @@ _LAB_1_4 = (
     Check("unseen_training_date", "the pipeline on a date the notebook never runs, then rerun "
           "(hidden: 2024-03-15)", 3, ("drafts", "training_dag"), _pipeline_unseen_date, public=False,
           timeout=300),
+    Check("trainer_in_dag", "the pipeline with a config the notebook never shows runs your "
+          "own train_from_config (hidden)", 2, ("drafts", "training_dag", "trainer_file"),
+          _trainer_in_dag, public=False, timeout=300),
     Check("refuses_no_date", "a run without a logical date fails at once, for good, before "
           "writing (hidden)", 1, ("drafts", "training_dag"), _pipeline_refuses_no_date,
           public=False),
