@@ -323,15 +323,17 @@ def _report(name: str, lab: str, checks: list[tuple[str, str]], **kw) -> gradebo
 def test_results_table_has_a_row_per_submission_and_a_column_per_check(tmp_path):
     reports = [
         _report("a.ipynb", "1.2b", [("flatten", "pass"), ("train_loop", "pass")]),
-        _report("b.ipynb", "1.2b", [("flatten", "fail"), ("train_loop", "not run")],
+        _report("b.ipynb", "1.2b", [("flatten", "failed"), ("train_loop", "not reached")],
                 errors=[gradebook.ExecutionError(7, "NameError: name 'x' is not defined", True)]),
         gradebook.Report("c.ipynb", None, status="unreadable", message="c.ipynb is not a notebook"),
     ]  # fmt: skip
-    written = gradebook.write_results(reports, tmp_path / "results.csv")
+    written = gradebook.write_results(reports, tmp_path / "results")
     rows = list(csv.DictReader(written["csv"].open()))
     assert [r["submission"] for r in rows] == ["a.ipynb", "b.ipynb", "c.ipynb"]
     assert rows[0]["flatten"] == "pass" and rows[0]["passed"] == "True"
-    assert rows[1]["train_loop"] == "not run" and rows[1]["error"].startswith("cell 7: NameError")
+    assert rows[1]["train_loop"] == "not reached" and rows[1]["error"].startswith(
+        "cell 7: NameError"
+    )
     assert rows[2]["status"] == "unreadable" and rows[2]["flatten"] == ""
     md = written["md"].read_text()
     assert "3 submissions; 1 pass every required check; 1 could not be graded" in md
@@ -339,7 +341,7 @@ def test_results_table_has_a_row_per_submission_and_a_column_per_check(tmp_path)
     assert json.loads(written["json"].read_text())[1]["score"] == 0
     assert [r.summary_line() for r in reports] == [
         "a.ipynb: 2/2 pass",
-        "b.ipynb: 0/2 fail: flatten, train_loop",
+        "b.ipynb: 0/2 fail: failed flatten; not reached train_loop",
         "c.ipynb: not graded (unreadable): c.ipynb is not a notebook",
     ]
 
@@ -361,7 +363,7 @@ def test_the_leaderboard_ranks_by_time_then_accuracy_and_lists_the_rest_unranked
         _report(name, "1.2b", [("speedrun", "pass")], measurements={"speedrun": m})
         for name, m in runs.items()
     ] + [_report("unmeasured.ipynb", "1.2b", [("flatten", "pass")])]
-    written = gradebook.write_results(reports, tmp_path / "results.csv")
+    written = gradebook.write_results(reports, tmp_path / "results")
     md = written["md"].read_text()
     board = md[md.index("## Speedrun leaderboard") :].splitlines()
     rows = [line for line in board if line.startswith("| ") and "rank" not in line]
@@ -525,7 +527,7 @@ BUGS = [
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
-    """One `workbook grade DIR --out results.csv --jobs 2` over the planted bugs and the bad
+    """One `workbook grade DIR --out FOLDER --jobs 2` over the planted bugs and the bad
     submissions, shared by the tests below (each asserts one thing about it). Returns the
     finished process, the reports by name, and what the hostile one aimed at."""
     from conftest import make_sandbox
@@ -561,7 +563,7 @@ def batch(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WORKBOOK_ROOT", str(project))  # the project the grader copies from
         out = workbook(
-            "grade", str(subs), "--out", str(results), "--jobs", "2", "--timeout", "480",
+            "grade", str(subs), "--out", str(results.parent), "--jobs", "2", "--timeout", "480",
             "--no-speedrun",  # measured by the solution's test; here it would add a minute
         )  # fmt: skip
     reports = {
@@ -580,7 +582,7 @@ def test_a_batch_finishes_with_a_line_per_submission_and_its_tables(batch):
     assert "\r" not in out.stderr and "grading:" not in out.stderr
     assert "not_json.ipynb: not graded (unreadable)" in out.stdout  # a line per submission
     assert (
-        "patches_the_check.ipynb: 14/24 fail: train_loop, fit_loop, learns_mnist, "
+        "patches_the_check.ipynb: 14/24 fail: failed train_loop, fit_loop, learns_mnist, "
         "training_script, script_unseen_config" in out.stdout
     )
     assert len(reports) == len(BUGS) + 4
@@ -598,7 +600,7 @@ def test_a_batch_finishes_with_a_line_per_submission_and_its_tables(batch):
 def test_each_planted_bug_is_caught_by_its_check(batch, name, check_id, phrase):
     report = batch["reports"][name]
     check = next(c for c in report["checks"] if c["id"] == check_id)
-    assert check["status"] == "fail" and phrase in check["hint"], check
+    assert check["status"] == "failed" and phrase in check["hint"], check
     assert not report["passed"]
 
 
@@ -609,7 +611,7 @@ def test_a_submission_that_raises_early_has_its_checks_not_run(batch):
     assert early["errors"] == [
         {"cell": 4, "error": "ZeroDivisionError: division by zero", "stopped": True}
     ]
-    assert set(statuses(early).values()) == {"not run"} and early["score"] == 0
+    assert set(statuses(early).values()) == {"not reached"} and early["score"] == 0
 
 
 @pytest.mark.slow
@@ -617,7 +619,7 @@ def test_a_submission_that_raises_early_has_its_checks_not_run(batch):
 def test_megabytes_of_output_are_cut_and_still_graded(batch):
     loud = batch["reports"]["prints_megabytes"]
     assert loud["output_truncated"] and loud["passed"]
-    executed = batch["results"].parent / "results-executed" / "prints_megabytes.ipynb"
+    executed = batch["results"].parent / "executed" / "prints_megabytes.ipynb"
     assert executed.stat().st_size < 3 * grade.OUTPUT_CAP
 
 
@@ -629,7 +631,7 @@ def test_a_vandal_is_stopped_and_nothing_outside_its_sandbox_changes(batch):
     stop = vandal["errors"][-1]
     assert stop["stopped"] and "PermissionError" in stop["error"] and "is blocked" in stop["error"]
     assert statuses(vandal)["crash_safe_writer"] == "pass"  # graded before the damage
-    assert statuses(vandal)["hidden_global"] == "not run"
+    assert statuses(vandal)["hidden_global"] == "not reached"
     assert tree_digest(REPO / "solutions") == batch["before"]["repo"]
     assert tree_digest(batch["project"]) == batch["before"]["project"]
     assert (batch["project"] / "configs" / "smoke.yaml").is_file()
@@ -661,16 +663,16 @@ def test_notebooks_that_never_finish_are_stopped_at_the_timeout(tmp_path):
     assert loops["errors"][-1]["error"] == "timed out after 15 s"
     # interrupted like the stop button: what ran before is still graded
     assert statuses(loops)["partition_path"] == "pass"
-    assert statuses(loops)["hidden_global"] == "not run"
+    assert statuses(loops)["hidden_global"] == "not reached"
 
     stubborn = reports["ignores_interrupt"]
     assert stubborn["status"] == "timeout" and "killed" in stubborn["message"]
-    assert set(statuses(stubborn).values()) == {"not run"}
+    assert set(statuses(stubborn).values()) == {"not reached"}
     assert stubborn["seconds"] < 15 + grade.INTERRUPT_GRACE + 30
 
     dead = reports["kills_kernel"]
     assert dead["status"] == "kernel died" and "kernel died" in dead["message"]
-    assert set(statuses(dead).values()) == {"not run"}
+    assert set(statuses(dead).values()) == {"not reached"}
 
 
 @pytest.mark.slow
@@ -757,7 +759,7 @@ def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, mo
     results = tmp_path / "out" / "results.csv"
     try:
         out = workbook(
-            "grade", str(subs), "--out", str(results), "--jobs", "2", "--sandbox", "bwrap",
+            "grade", str(subs), "--out", str(results.parent), "--jobs", "2", "--sandbox", "bwrap",
             "--timeout", "240",
         )  # fmt: skip
     finally:
@@ -773,7 +775,7 @@ def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, mo
     assert intruder["status"] == "graded" and intruder["score"] == intruder["max_score"]
     assert intruder["sandbox"].startswith("bwrap")
     assert all(t.read_text() == "instructor's file" for t in targets.values())
-    executed = tmp_path / "out" / "results-executed" / "alice" / "lab0.ipynb"
+    executed = tmp_path / "out" / "executed" / "alice" / "lab0.ipynb"
     printed = "".join(
         o.get("text", "") for c in nbformat.read(executed, as_version=4).cells
         if c.cell_type == "code" for o in c.get("outputs", [])
@@ -797,8 +799,8 @@ def test_hostile_submissions_stay_inside_the_os_sandbox(tmp_path, bubblewrap, mo
     assert hog["status"] == "memory limit exceeded", hog
     assert "memory limit exceeded" in hog["message"]
     # the checks run in the kernel after the notebook's cells: it is gone, so none ran
-    assert set(statuses(hog).values()) == {"not run"} and hog["score"] == 0
-    assert (tmp_path / "out" / "results-executed" / "bob" / "lab0.ipynb").is_file()
+    assert set(statuses(hog).values()) == {"not reached"} and hog["score"] == 0
+    assert (tmp_path / "out" / "executed" / "bob" / "lab0.ipynb").is_file()
     rows = list(csv.DictReader(results.open()))
     assert [r["submission"] for r in rows] == ["alice/lab0.ipynb", "bob/lab0.ipynb"]
 
@@ -835,9 +837,8 @@ def test_the_sheet_of_written_answers_round_trips_through_manual(tmp_path):
     import csv as csv_lib
 
     reports = [_written_report("alice", "Because the seed."), _written_report("bob", "")]
-    out = tmp_path / "results.csv"
-    written = gradebook.write_results(reports, out)
-    sheet = written["sheet"]
+    written = gradebook.write_results(reports, tmp_path / "results")
+    out, sheet = written["csv"], written["sheet"]
     rows = list(csv_lib.DictReader(sheet.open()))
     assert [(r["submission"], r["question"], r["answer"], r["points"]) for r in rows] == [
         ("alice.ipynb", "q1", "Because the seed.", ""),
@@ -868,3 +869,109 @@ def test_the_sheet_of_written_answers_round_trips_through_manual(tmp_path):
     assert merged["alice.ipynb"]["written_score"] == 2 and merged["alice.ipynb"]["score"] == 2
     table = list(csv_lib.DictReader(out.open()))
     assert table[0]["q1"] == "2" and table[0]["written_max"] == "3"
+
+
+# --------------------------------------------------------------------------- the report's words
+
+
+def test_the_report_says_what_became_of_each_check_in_its_own_words():
+    """failed, not reached, timed out and error are four things, in every table; failed
+    optional checks are named too."""
+    checks_ = [
+        gradebook.CheckResult("a", "A", gradebook.FAIL, 0, 1, True, True, "wrong"),
+        gradebook.CheckResult("b", "B", gradebook.NOT_REACHED, 0, 1, True, True, "x undefined"),
+        gradebook.CheckResult("c", "C", gradebook.TIMED_OUT, 0, 1, True, False, "past 300 s"),
+        gradebook.CheckResult("d", "D", gradebook.ERROR, 0, 1, True, False, "not loaded"),
+        gradebook.CheckResult("e", "E", gradebook.FAIL, 0, 1, False, True, "slow"),
+        gradebook.CheckResult("f", "F", gradebook.PASS, 1, 1, True, True),
+    ]
+    report = gradebook.Report("x.ipynb", "1.2b", checks=checks_)
+    assert report.summary_line() == (
+        "x.ipynb: 1/6 fail: failed a; timed out c; error d; not reached b (optional: failed e)"
+    )
+    text = report.format()
+    assert "  FAIL  a  0/1  wrong" in text and "  ----  b  0/1  not reached: x undefined" in text
+    assert "  TIME  c  0/1  timed out: past 300 s" in text and "  ERR!  d  0/1  error: " in text
+    assert "  FAIL  e  0/1 (optional)  slow" in text
+    md = gradebook.to_markdown([report])
+    assert "✓ pass · ✗ failed · – not reached · ⏱ timed out · ! error" in md
+    assert "| ✗ | – | ⏱ | ! | ✗ | ✓ |" in md
+    row = next(csv.DictReader(gradebook.to_csv([report]).splitlines()))
+    assert [row[c] for c in "abcdef"] == [
+        "failed", "not reached", "timed out", "error", "failed", "pass",
+    ]  # fmt: skip
+
+
+class _ScriptedKernel:
+    """nbclient's part _run_checks uses: each cell it executes gets the next scripted reply."""
+
+    def __init__(self, replies):
+        self.script, self.replies, self.timeouts = list(replies), {}, []
+
+    def execute_cell(self, cell, index):
+        self.timeouts.append(self.timeout)
+        self.replies[index] = self.script.pop(0)
+
+
+def test_a_check_past_its_limit_is_timed_out_and_the_next_check_still_runs():
+    lab = suites.LABS["0"]
+    first, second = lab.checks[0], lab.checks[1]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [grade._loader_cell(), grade._check_cell(lab, first.id),
+                grade._check_cell(lab, second.id)]  # fmt: skip
+    ok, late = {"status": "ok"}, {"status": "error", "ename": "Timeout"}
+    kernel = _ScriptedKernel([ok, late, ok, ok])  # loader, first, the kernel answers, second
+    results, rest = grade._run_checks(kernel, nb, lab, speed=2.5)
+    assert results[first.id][0] == gradebook.TIMED_OUT
+    assert f"limit of {first.timeout * 2.5:.0f} s ({first.timeout} s x2.5" in results[first.id][1]
+    assert results[second.id] == (gradebook.PASS, "")
+    assert kernel.timeouts[1] == int(first.timeout * 2.5)  # the scaled limit was the one used
+    # a kernel that no longer answers: the checks after it are not reached
+    kernel = _ScriptedKernel([ok, late, late])
+    results, rest = grade._run_checks(kernel, nb, lab)
+    assert second.id not in results and rest[0] == gradebook.NOT_REACHED and "timed out" in rest[1]
+
+
+def test_the_speed_factor_scales_limits_on_a_slow_machine_only(monkeypatch):
+    monkeypatch.setattr(grade, "CALIBRATION_SECONDS", 1e-9)
+    assert grade.speed_factor() == grade.MAX_SPEED_FACTOR  # never unbounded
+    monkeypatch.setattr(grade, "CALIBRATION_SECONDS", 1e9)
+    assert grade.speed_factor() == 1.0  # a fast machine keeps the limits as written
+
+
+def test_out_must_be_a_folder_and_is_refused_before_any_grading(tmp_path):
+    nb = tmp_path / "x.ipynb"
+    nb.write_text("{}")
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    for out, says in ((taken, "is not a folder"), (tmp_path / "results.csv", "takes a folder")):
+        done = workbook("grade", str(nb), "--out", str(out), "--sandbox", "none")
+        assert done.returncode == 2 and says in done.stderr, done.stderr
+        assert "grading" not in done.stderr  # refused before a kernel started
+    assert taken.read_text() == "not a folder"
+
+
+def test_a_batch_writes_its_results_after_every_submission(tmp_path, monkeypatch):
+    """A batch that stops halfway (here: the second submission breaks the grader itself)
+    leaves the first one's results on disk."""
+    from workbook import cli
+
+    subs = [tmp_path / "a.ipynb", tmp_path / "b.ipynb"]
+    for s in subs:
+        s.write_text("{}")
+
+    def fake(notebook, lab_id=None, *args, **kwargs):
+        if Path(notebook).name == "b.ipynb":
+            raise KeyboardInterrupt  # the instructor's Ctrl-C, or the machine going down
+        return _report(kwargs["name"], "0", [("partition_path", "pass")])
+
+    monkeypatch.setattr(grade, "grade_safely", fake)
+    monkeypatch.setattr(grade, "speed_factor", lambda: 1.0)
+    out = tmp_path / "results"
+    code = cli.main(
+        ["grade", *map(str, subs), "--out", str(out), "--sandbox", "none", "--jobs", "1"]
+    )
+    assert code != 0  # the command says it was interrupted
+    saved = json.loads((out / "results.json").read_text())
+    assert [r["notebook"] for r in saved] == ["a.ipynb"]
+    assert (out / "results.csv").read_text().count("\n") == 2  # header + a

@@ -544,7 +544,11 @@ def _grade_options(p: argparse.ArgumentParser) -> None:
         "--timeout", type=int, default=300, metavar="SECONDS",
         help="time budget for running one notebook's cells (default 300); then it is stopped",
     )  # fmt: skip
-    p.add_argument("--out", metavar="CSV", help="write results.csv, .md and .json there")
+    p.add_argument(
+        "--out", metavar="FOLDER",
+        help="a batch's results folder: results.csv, results.md, results.json, the sheet of "
+        "written answers and executed/; written after every submission",
+    )  # fmt: skip
     p.add_argument(
         "--no-speedrun", action="store_true",
         help="skip Lab 1.2's optional speedrun measurement (about 10 s of training each); "
@@ -557,7 +561,7 @@ def _grade_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--executed", metavar="PATH",
         help="save executed notebooks (a file for one notebook, a folder for several; "
-        "with --out the default is <CSV without .csv>-executed/)",
+        "with --out the default is FOLDER/executed/)",
     )  # fmt: skip
     p.add_argument(
         "--sandbox", choices=MODES, default="auto",
@@ -567,7 +571,7 @@ def _grade_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--memory-mb", type=int, default=DEFAULT_MEMORY_MB, metavar="MB",
         help=f"memory per kernel (default {DEFAULT_MEMORY_MB}); past it the submission is "
-        "reported as 'memory limit exceeded' and its remaining checks as not run",
+        "reported as 'memory limit exceeded' and its remaining checks as not reached",
     )  # fmt: skip
     p.add_argument(
         "--processes", type=int, default=DEFAULT_PROCESSES, metavar="N",
@@ -615,6 +619,11 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     submissions = _grade_inputs(args.notebooks)
     if not submissions:
         return _fail("grade", f"no notebooks in {' '.join(args.notebooks)}", EXIT_USAGE)
+    from workbook.grading.gradebook import results_problem
+
+    problem = None if args.out is None else results_problem(args.out)
+    if problem:  # found now, not after the whole batch was graded
+        return _fail("grade", problem, EXIT_USAGE)
     try:
         kind = sandbox.choose(args.sandbox)
     except sandbox.SandboxUnavailable as exc:
@@ -654,13 +663,18 @@ def _grade_batch(args: argparse.Namespace, submissions: list[Path], limits, kind
 
     from workbook.grading import grade, gradebook
 
+    done: list[gradebook.Report] = []
+
     def line(report: gradebook.Report) -> None:
         if not args.json:
             tqdm.write(report.summary_line())  # above the progress bar
+        done.append(report)
+        if args.out is not None:  # what is graded is on disk, whatever stops the batch
+            gradebook.write_results(done, args.out, sheet=False)
 
     executed = args.executed
     if executed is None and args.out is not None:
-        executed = Path(args.out).with_suffix("").as_posix() + "-executed"
+        executed = Path(args.out) / gradebook.EXECUTED
     reports = grade.grade_many(
         submissions, args.lab, args.timeout, args.jobs, executed, progress=True, on_report=line,
         limits=limits, sandbox_mode=kind, measure=not args.no_speedrun,
@@ -686,20 +700,19 @@ def _grade_manual(sheet: Path, out: str | None) -> int:
 
     from workbook.grading import gradebook
 
-    out_csv = (
-        Path(out) if out else sheet.with_name(sheet.name.removesuffix("-written.csv") + ".csv")
-    )
-    results = out_csv.with_suffix(".json")
+    folder = Path(out) if out else sheet.parent
+    results = folder / gradebook.RESULTS["json"]
     if not results.is_file():
         return _fail(
-            "grade", f"--manual {sheet}: no batch results at {results} (pass --out CSV)", EXIT_USAGE
-        )
+            "grade", f"--manual {sheet}: no batch results at {results} (pass --out FOLDER)",
+            EXIT_USAGE,
+        )  # fmt: skip
     reports = [gradebook.Report.from_dict(r) for r in json.loads(results.read_text())]
     try:
         scored = gradebook.merge_sheet(reports, sheet)
     except gradebook.SheetError as exc:
         return _fail("grade", exc, EXIT_USAGE)
-    written = gradebook.write_results(reports, out_csv)
+    written = gradebook.write_results(reports, folder)
     pending = sum(r.written_pending for r in reports)
     print(f"{scored} written answers scored, {pending} still pending; results: "
           f"{', '.join(str(written[k]) for k in ('csv', 'md', 'json'))}", file=sys.stderr)  # fmt: skip

@@ -11,7 +11,7 @@ One submission:
 3. inject the lab's grading parameters (papermill) and run the cells in order (nbclient).
    A failing self-check or an unwritten stub does not stop the run, so every exercise is
    graded on its own; any other error stops it, and checks whose variables were never
-   defined are reported as *not run*. Past the time budget the cell is interrupted; a
+   defined are reported as *not reached*. Past the time budget the cell is interrupted; a
    kernel that does not answer is killed. Output beyond a cap is dropped;
 4. only then send the hidden checks' code into the kernel (one loader cell, whose source is
    never saved), and run one appended cell per check (``run_in_kernel``).
@@ -40,9 +40,11 @@ from shared.experiments import KERNEL_NAME
 from shared.io import atomic_write_text, tqdm_disable
 from workbook.grading import guard, sandbox
 from workbook.grading.gradebook import (
+    ERROR,
     FAIL,
-    NOT_RUN,
+    NOT_REACHED,
     PASS,
+    TIMED_OUT,
     CheckResult,
     ExecutionError,
     Report,
@@ -62,6 +64,35 @@ INTERRUPT_GRACE = 10
 DEFAULT_TIMEOUT = 300
 CHECK_TAG = "workbook-grade-check"
 MEMORY_EXCEEDED = "memory limit exceeded"
+#: Seconds ``_calibration_work`` takes on the machine the checks' time limits were set on
+#: (the project's 2-core machine with nothing else running, 2026-12-05: 0.172 s, the median
+#: of 7); ``speed_factor`` divides by it.
+CALIBRATION_SECONDS = 0.17
+#: However busy the machine, a limit grows at most this much: a check that never ends must
+#: still end.
+MAX_SPEED_FACTOR = 4.0
+
+
+def _calibration_work() -> int:
+    """A fixed piece of pure-Python work (no I/O, one core), the yardstick of speed_factor."""
+    total = 0
+    for i in range(3_000_000):
+        total += i * i % 7
+    return total
+
+
+def speed_factor() -> float:
+    """How many times slower this machine runs now than the one the checks' time limits
+    were set on: ``_calibration_work`` timed three times (the median), over
+    CALIBRATION_SECONDS; never below 1, at most MAX_SPEED_FACTOR. Each check's limit is
+    scaled by it, so a correct submission does not time out because the machine is busy
+    (the limits were set with room for a quiet machine only)."""
+    samples = []
+    for _ in range(3):
+        start = time.perf_counter()
+        _calibration_work()
+        samples.append(time.perf_counter() - start)
+    return min(MAX_SPEED_FACTOR, max(1.0, sorted(samples)[1] / CALIBRATION_SECONDS))
 
 
 class GradeInputError(ValueError):
@@ -396,7 +427,7 @@ def _classify(content: dict[str, Any], what: str) -> tuple[str, str]:
         return PASS, ""
     message = str(content.get("evalue", "")).strip()
     if content.get("ename") == "CheckNotRun":
-        return NOT_RUN, message
+        return NOT_REACHED, message
     if content.get("ename") in ("CheckFailed", "AssertionError"):
         return FAIL, message.removeprefix(what + ": ")
     return FAIL, _last_line(content)  # run_in_kernel turns any other error into a hint
@@ -487,42 +518,57 @@ def measurement(outputs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _run_checks(
-    client, run_nb, lab: Lab, measurements: dict[str, Any] | None = None
-) -> tuple[dict[str, tuple[str, str]], str]:
-    """The appended check cells: {check id: (status, hint)}, and why the rest did not run.
-    A measuring check that passed adds its figures to ``measurements``."""
+    client, run_nb, lab: Lab, measurements: dict[str, Any] | None = None, speed: float = 1.0
+) -> tuple[dict[str, tuple[str, str]], tuple[str, str]]:
+    """The appended check cells: {check id: (status, hint)}, and what became of the rest
+    (status, why). A measuring check that passed adds its figures to ``measurements``.
+    Each check's time limit is its own times ``speed`` (``speed_factor``)."""
     results: dict[str, tuple[str, str]] = {}
     for index, cell in enumerate(run_nb.cells):
         if CHECK_TAG not in cell.metadata.get("tags", []):
             continue
         if cell.metadata.get("workbook_loader"):
-            reply = _run_cell(client, cell, index, 60)
+            reply = _run_cell(client, cell, index, 60 * speed)
             if reply.get("status") == "error":
-                return results, f"the checks could not be loaded: {_last_line(reply)}"
+                return results, (ERROR, f"the checks could not be loaded: {_last_line(reply)}")
             continue
         check = lab.check(cell.metadata["workbook_check"])
-        reply = _run_cell(client, cell, index, check.timeout)
+        limit = check.timeout * speed
+        reply = _run_cell(client, cell, index, limit)
         if reply.get("ename") == "Timeout":
-            results[check.id] = (FAIL, f"the check timed out after {check.timeout} s")
-            return results, "an earlier check timed out"
+            scaled = (
+                f" ({check.timeout} s x{speed:.1f} for this machine's speed)" if speed > 1 else ""
+            )
+            results[check.id] = (
+                TIMED_OUT,
+                f"the check ran past its limit of {limit:.0f} s{scaled}",
+            )
+            if not _kernel_answers(client, run_nb):
+                return results, (
+                    NOT_REACHED,
+                    "an earlier check timed out and its kernel was stopped",
+                )
+            continue
         results[check.id] = _classify(reply, check.what)
         if check.measures and results[check.id][0] == PASS and measurements is not None:
             figures = measurement(cell.outputs)
             if figures is not None:
                 measurements[check.id] = figures
-    return results, ""
+    return results, (NOT_REACHED, "")
 
 
 def _execute(
     run_nb, numbers, lab: Lab, box, timeout: int, report: Report, limits: Limits, kind: str,
-    hide=(),
+    hide=(), speed: float = 1.0,
 ) -> None:  # fmt: skip
     """Run the submission's cells, then the check cells, filling ``report``."""
     from nbclient.exceptions import DeadKernelError
 
     results: dict[str, tuple[str, str]] = {}
     cgroup = sandbox.Cgroup.create(limits)
-    report.limits = _limits_line(limits, cgroup)
+    report.limits = _limits_line(limits, cgroup) + (
+        f"; check time limits x{speed:.1f} (this machine's speed now)" if speed > 1 else ""
+    )
     try:
         client = _client_class()(
             run_nb,
@@ -533,15 +579,17 @@ def _execute(
             shutdown_kernel="immediate",
             startup_timeout=120,
         )
-        results, reason = _run_in_kernel(client, run_nb, numbers, lab, box, timeout, report, limits)
+        results, rest = _run_in_kernel(
+            client, run_nb, numbers, lab, box, timeout, report, limits, speed
+        )
     except DeadKernelError:
-        reason = _kernel_death(report, box, limits, cgroup)
+        rest = (NOT_REACHED, _kernel_death(report, box, limits, cgroup))
     finally:
         if cgroup is not None:  # whatever the kernel left behind, even without bubblewrap
             cgroup.kill_all()
             cgroup.remove()
     report.output_truncated = client.truncated
-    _record_checks(report, lab, run_nb, results, reason)
+    _record_checks(report, lab, run_nb, results, rest)
     for cell in run_nb.cells:  # the executed copy never carries the hidden checks' code
         if cell.metadata.get("workbook_loader"):
             cell.source, cell.outputs = LOADER_SAVED_AS, []
@@ -556,10 +604,11 @@ def _limits_line(limits: Limits, cgroup) -> str:
 
 
 def _run_in_kernel(
-    client, run_nb, numbers, lab: Lab, box, timeout: int, report: Report, limits: Limits
-) -> tuple[dict[str, tuple[str, str]], str]:
+    client, run_nb, numbers, lab: Lab, box, timeout: int, report: Report, limits: Limits,
+    speed: float = 1.0,
+) -> tuple[dict[str, tuple[str, str]], tuple[str, str]]:  # fmt: skip
     """The submission, then (unless the run left nothing to check) the checks, in one
-    kernel; returns the checks' results and why any did not run ("" when all ran)."""
+    kernel; returns the checks' results and what became of those that did not run."""
     # The kernel's own stdout and stderr (its banner, jupyter warnings, a crash's last
     # words) go to a log outside the folder the kernel can write, never into the
     # grader's output; a dead kernel's report quotes its last line.
@@ -585,8 +634,8 @@ def _run_in_kernel(
             reason = f"{MEMORY_EXCEEDED} ({limits.memory_mb} MB)"
             report.message = reason
         if reason:
-            return {}, reason
-        return _run_checks(client, run_nb, lab, report.measurements)
+            return {}, (NOT_REACHED, reason)
+        return _run_checks(client, run_nb, lab, report.measurements, speed)
 
 
 def _kernel_death(report: Report, box, limits: Limits, cgroup) -> str:
@@ -603,13 +652,13 @@ def _kernel_death(report: Report, box, limits: Limits, cgroup) -> str:
     return reason
 
 
-def _record_checks(report: Report, lab: Lab, run_nb, results, reason: str) -> None:
-    """A line per check appended to the notebook: its result, or NOT_RUN with ``reason``."""
+def _record_checks(report: Report, lab: Lab, run_nb, results, rest: tuple[str, str]) -> None:
+    """A line per check appended to the notebook: its result, or ``rest`` (status, why)."""
     appended = {cell.metadata.get("workbook_check") for cell in run_nb.cells}
     for c in lab.checks:
         if c.id not in appended:  # a measurement this grading was not asked for
             continue
-        status, hint = results.get(c.id, (NOT_RUN, reason))
+        status, hint = results.get(c.id, rest)
         report.checks.append(
             CheckResult(
                 c.id, c.what, status, c.points if status == PASS else 0, c.points,
@@ -628,6 +677,7 @@ def grade(
     name: str = "",
     hide: Sequence[str | os.PathLike[str]] = (),
     measure: bool = True,
+    speed: float | None = None,
 ) -> Report:
     """Grade one notebook; never raises for a bad submission (the report says what happened).
 
@@ -638,6 +688,8 @@ def grade(
     the executed copy's are always hidden (other learners' work, the results).
     ``measure``: also run the measuring checks (Lab 1.2's speedrun: about 10 s of training
     on the full data); without it they are left out of the report.
+    ``speed``: how many times slower the machine is now than the one the checks' time limits
+    were set on (default: ``speed_factor()``, measured now); each limit is scaled by it.
     """
     from workbook.notebooks import dumps
 
@@ -664,7 +716,8 @@ def grade(
         box["log"] = Path(tmp) / "kernel.log"
         shutil.copyfile(path, box["cwd"] / lab.notebook)
         run_nb, numbers = _prepare(nb, lab, measure)
-        _execute(run_nb, numbers, lab, box, timeout, report, limits or Limits(), kind, hidden)
+        _execute(run_nb, numbers, lab, box, timeout, report, limits or Limits(), kind, hidden,
+                 speed_factor() if speed is None else speed)  # fmt: skip
         if executed_to is not None:
             atomic_write_text(Path(executed_to), dumps(run_nb))
     report.seconds = time.monotonic() - start
@@ -736,12 +789,14 @@ def grade_many(
         Path(executed_dir).mkdir(parents=True, exist_ok=True)
         hide += [Path(executed_dir).resolve(), Path(executed_dir).resolve().parent]
 
+    speed = speed_factor()  # once, before the batch's kernels load the machine themselves
+
     def one(item) -> Report:
         nb_path, name = item
         executed = None if executed_dir is None else Path(executed_dir) / name
         return grade_safely(
             nb_path, lab_id, timeout, executed, limits, sandbox_mode, name=name, hide=hide,
-            measure=measure,
+            measure=measure, speed=speed,
         )  # fmt: skip
 
     reports: list[Report] = []

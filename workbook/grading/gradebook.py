@@ -17,7 +17,14 @@ from typing import Any
 
 from shared.io import atomic_write_text
 
-PASS, FAIL, NOT_RUN = "pass", "fail", "not run"
+#: What became of a check. Only "failed" says the learner's work is wrong: "not reached" means
+#: the cells that define what it checks never ran (an earlier cell stopped the run, or a
+#: failed exercise left a name undefined), "timed out" that it ran past its time limit (a
+#: busy machine, or code that never ends), "error" that the grader could not run it.
+PASS, FAIL, NOT_REACHED, TIMED_OUT, ERROR = "pass", "failed", "not reached", "timed out", "error"
+#: The report's four-letter column, the markdown summary's symbol.
+MARKS = {PASS: "PASS", FAIL: "FAIL", NOT_REACHED: "----", TIMED_OUT: "TIME", ERROR: "ERR!"}
+SYMBOLS = {PASS: "✓", FAIL: "✗", NOT_REACHED: "–", TIMED_OUT: "⏱", ERROR: "!", "": ""}
 
 
 @dataclass
@@ -134,14 +141,17 @@ class Report:
         return out
 
     def summary_line(self) -> str:
-        """One line for a batch: name, score, and what failed."""
+        """One line for a batch: name, score, and which checks did not pass, by what became
+        of them (failed, timed out, error, not reached), optional ones named apart."""
         name = self.label
         if not self.gradable:
             return f"{name}: not graded ({self.status}): {self.message}"
-        failed = [c.id for c in self.checks if c.status != PASS and c.required]
         status = "" if self.status == "graded" else f" ({self.status})"
-        verdict = "pass" if self.passed else f"fail{status}: {', '.join(failed)}"
-        return f"{name}: {self.score}/{self.max_score} {verdict}"
+        verdict = "pass" if self.passed else f"fail{status}: {_by_status(self.checks, True)}"
+        optional = _by_status(self.checks, False)
+        return f"{name}: {self.score}/{self.max_score} {verdict}" + (
+            f" (optional: {optional})" if optional else ""
+        )
 
     def format(self) -> str:
         """The human report: one line per check, the score, any execution error."""
@@ -152,11 +162,11 @@ class Report:
             return "\n".join([*lines, f"  cannot grade: {self.message}"])
         width = max((len(c.id) for c in self.checks), default=0)
         for c in self.checks:
-            mark = {PASS: "PASS", FAIL: "FAIL", NOT_RUN: "----"}[c.status]
+            mark = MARKS[c.status]
             tail = "" if c.required else " (optional)"
             # a pass says what was checked; a failure says what is wrong and how to fix it
             text = c.what if c.status == PASS or not c.hint else c.hint
-            status = "not run: " if c.status == NOT_RUN else ""
+            status = "" if c.status in (PASS, FAIL) else f"{c.status}: "
             lines.append(
                 f"  {mark}  {c.id:<{width}}  {c.points}/{c.max_points}{tail}  {status}{text}"
             )
@@ -205,6 +215,16 @@ class Report:
         return "\n".join(lines)
 
 
+def _by_status(checks: Sequence[CheckResult], required: bool) -> str:
+    """ "failed a, b; not reached c": the checks (required or optional) that did not pass."""
+    parts = []
+    for status in (FAIL, TIMED_OUT, ERROR, NOT_REACHED):
+        ids = [c.id for c in checks if c.status == status and c.required == required]
+        if ids:
+            parts.append(f"{status} {', '.join(ids)}")
+    return "; ".join(parts)
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -216,7 +236,8 @@ def _columns(reports: Sequence[Report]) -> list[str]:
 
 
 def table(reports: Sequence[Report]) -> tuple[list[str], list[dict[str, Any]]]:
-    """One row per submission, one column per check (pass / fail / not run)."""
+    """One row per submission, one column per check (pass, failed, not reached, timed out,
+    error)."""
     checks = _columns(reports)
     written: list[str] = []
     for r in reports:
@@ -324,7 +345,6 @@ def to_csv(reports: Sequence[Report]) -> str:
 
 def to_markdown(reports: Sequence[Report]) -> str:
     header, rows = table(reports)
-    symbol = {PASS: "✓", FAIL: "✗", NOT_RUN: "–", "": ""}
     graded = [r for r in reports if r.gradable]
     lines = [
         "# Grading summary",
@@ -332,13 +352,13 @@ def to_markdown(reports: Sequence[Report]) -> str:
         f"{len(reports)} submissions; {sum(r.passed for r in reports)} pass every required "
         f"check; {len(reports) - len(graded)} could not be graded.",
         "",
-        "✓ pass · ✗ fail · – not run",
+        " · ".join(f"{SYMBOLS[s]} {s}" for s in (PASS, FAIL, NOT_REACHED, TIMED_OUT, ERROR)),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
     for row in rows:
-        cells = [symbol.get(v, v) if k not in ("status", "error") else v for k, v in row.items()]
+        cells = [SYMBOLS.get(v, v) if k not in ("status", "error") else v for k, v in row.items()]
         lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
     lines += leaderboard(reports)
     return "\n".join(lines) + "\n"
@@ -349,10 +369,32 @@ SHEET_COLUMNS = ["submission", "lab", "question", "max_points", "prompt", "answe
                  "feedback"]  # fmt: skip
 
 
-def sheet_path(out_csv: str | os.PathLike[str]) -> Path:
-    """Where a batch writes its sheet of written answers: beside the CSV."""
-    out_csv = Path(out_csv)
-    return out_csv.with_name(out_csv.stem + "-written.csv")
+#: The files of a batch's results folder (``workbook grade --out FOLDER``).
+RESULTS = {"csv": "results.csv", "md": "results.md", "json": "results.json",
+           "sheet": "results-written.csv"}  # fmt: skip
+EXECUTED = "executed"  # the executed notebooks' folder inside it
+
+
+def results_problem(folder: str | os.PathLike[str]) -> str | None:
+    """Why ``folder`` cannot take a batch's results, or None: found before any grading, so
+    a batch never ends by failing to write what it graded."""
+    folder = Path(folder)
+    if folder.suffix in (".csv", ".md", ".json"):
+        return (f"{folder}: --out takes a folder (results.csv, results.md, results.json and "
+                "executed/ go in it), not a file name")  # fmt: skip
+    if folder.exists() and not folder.is_dir():
+        return f"{folder} exists and is not a folder: --out takes a folder"
+    parent = folder.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent if not folder.exists() else folder, os.W_OK):
+        return f"{folder}: cannot write there"
+    return None
+
+
+def sheet_path(out: str | os.PathLike[str]) -> Path:
+    """Where a batch writes its sheet of written answers: in its results folder."""
+    return Path(out) / RESULTS["sheet"]
 
 
 def to_sheet(reports: Sequence[Report]) -> str:
@@ -413,22 +455,21 @@ def merge_sheet(reports: Sequence[Report], sheet: str | os.PathLike[str]) -> int
     return len(updates)
 
 
-def write_results(reports: Sequence[Report], out_csv: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write the CSV and, beside it, a markdown summary, the full reports as JSON, and the
-    sheet of written answers to score (``sheet_path``), unless one is there already: a
-    sheet the instructor has started filling in is theirs."""
-
-    out_csv = Path(out_csv)
-    written = {
-        "csv": out_csv,
-        "md": out_csv.with_suffix(".md"),
-        "json": out_csv.with_suffix(".json"),
-    }
+def write_results(
+    reports: Sequence[Report], out: str | os.PathLike[str], sheet: bool = True
+) -> dict[str, Path]:
+    """Write, in the folder ``out``, the CSV, a markdown summary, the full reports as JSON,
+    and (with ``sheet``) the sheet of written answers to score, unless one is there already:
+    a sheet the instructor has started filling in is theirs. Each file is replaced whole,
+    so a batch can write after every submission and lose nothing if it stops."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {k: out / RESULTS[k] for k in ("csv", "md", "json")}
     atomic_write_text(written["csv"], to_csv(reports))
     atomic_write_text(written["md"], to_markdown(reports))
     atomic_write_text(written["json"], json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
-    if any(r.written for r in reports):
-        written["sheet"] = sheet_path(out_csv)
+    if sheet and any(r.written for r in reports):
+        written["sheet"] = sheet_path(out)
         if not written["sheet"].exists():
             atomic_write_text(written["sheet"], to_sheet(reports))
     return written
