@@ -183,6 +183,17 @@ def writer_problems(write: Callable, folder: Path) -> list[str]:
             "that moment sees a broken file. Where could the new rows wait until they are "
             "complete?"
         ]
+    # A file replaced in one step is a new file (a rename gives path the new one's inode);
+    # one rewritten in place keeps its inode, and a crash while it is being written (a full
+    # disk, a killed process) leaves it half written, however the values behaved.
+    inode = path.stat().st_ino
+    write(path, [4, 5])
+    if path.stat().st_ino == inode:
+        return [
+            "write_totals rewrote the file in place: had it crashed while writing (a full "
+            "disk, a killed process), a reader would find half a file. Where could the new "
+            "rows wait until they are complete?"
+        ]
     return []
 
 
@@ -675,18 +686,34 @@ def class_counts(counts: Any, split) -> None:
 
 @_check("flatten: (64, 1, 28, 28) -> (64, 784)")
 def flatten_batch(func) -> None:
+    import math
+
     import torch
 
-    x = torch.arange(64 * 784, dtype=torch.float32).reshape(64, 1, 28, 28)
-    got = func(x)
-    assert isinstance(got, torch.Tensor), f"flatten returned {type(got).__name__}; return a tensor"
-    assert tuple(got.shape) == (64, 784), (
-        f"a batch of shape (64, 1, 28, 28) became {tuple(got.shape)}; each row must hold one "
-        "whole image: how many numbers does one image have, and which dimension counts images?"
-    )
-    assert torch.equal(got[3], x[3].flatten()), (
-        "row 3 does not hold image 3's pixels in order: the batch dimension must stay first"
-    )
+    for shape, what in (((64, 1, 28, 28), "a batch"),
+                        ((7, 1, 28, 28), "the last, smaller batch of an epoch"),
+                        ((5, 3, 8, 8), "a batch of five small colour images")):  # fmt: skip
+        x = torch.arange(math.prod(shape), dtype=torch.float32).reshape(shape)
+        try:
+            got = func(x)
+        except RuntimeError as exc:
+            _fail(
+                f"flatten on {what}, of shape {shape}, raised {str(exc).splitlines()[0][:120]}: "
+                "does a number in your code fit only MNIST's first batches?"
+            )
+        assert isinstance(got, torch.Tensor), (
+            f"flatten returned {type(got).__name__}; return a tensor"
+        )
+        want = (shape[0], math.prod(shape[1:]))
+        assert tuple(got.shape) == want, (
+            f"{what}, of shape {shape}, became {tuple(got.shape)}; expected {want}: each row "
+            "must hold one whole image: how many numbers does one image have, and which "
+            "dimension counts images?"
+        )
+        assert torch.equal(got[3], x[3].flatten()), (
+            f"in {what}, of shape {shape}, row 3 does not hold image 3's pixels in order: the "
+            "batch dimension must stay first"
+        )
 
 
 @_check("gradient of f(x) = x**3 + 2*x at x = 2")
@@ -695,9 +722,9 @@ def gradient(by_hand: float, by_autograd) -> None:
         "grad_by_autograd is None: a tensor's .grad stays empty until gradients are sent back "
         "to it, and only a tensor that asked for them gets one"
     )
-    try:
-        value = float(by_autograd)
-    except (TypeError, ValueError):
+    try:  # detached: float() of a tensor that records gradients warns
+        value = float(getattr(by_autograd, "detach", lambda: by_autograd)())
+    except (TypeError, ValueError, RuntimeError):
         raise AssertionError(
             f"grad_by_autograd is {type(by_autograd).__name__} {by_autograd!r}; expected one "
             "number: the gradient autograd stored for x"
@@ -1496,12 +1523,14 @@ def my_config_problems(text: Any) -> list[str]:
         cfg = load_config_text(text)
     except (ConfigError, yaml.YAMLError) as exc:
         return [f"your config does not load: {str(exc).split(': ', 1)[-1]}"]
-    if not isinstance(raw, dict) or raw.get("extends") != "default.yaml":
+    default_file = (project_root() / "configs" / "default.yaml").resolve()
+    base = raw.get("extends") if isinstance(raw, dict) else None
+    if not isinstance(base, str) or (default_file.parent / base).resolve() != default_file:
         return [
             "it does not extend default.yaml: a config that repeats every value drifts "
             "from the default the day someone changes it"
         ]
-    default = load_config(project_root() / "configs" / "default.yaml")
+    default = load_config(default_file)
     if cfg.model.name != "mlp":
         return [f"model.name is {cfg.model.name!r}: the question is about the other kind of model"]
     problems = []
@@ -1885,6 +1914,14 @@ def two_dates(runs: Any) -> None:
         for stage in ("raw", "processed"):
             folder = paths.data_root() / stage / ds
             assert (folder).is_dir(), f"after the run for {ds} there is no data/{stage}/{ds}/"
+        # what the run left, not only what the notebook says it did
+        assert any((paths.runs_root() / "pipeline" / ds).glob("*/evaluation.json")), (
+            f"after the run for {ds} no model was trained and evaluated in "
+            f"runs/pipeline/{ds}/: do train and evaluate take the date from ds?"
+        )
+        assert any((project_root() / "registry" / "lab1_4" / "mnist").glob(f"{ds}-*")), (
+            f"after the run for {ds} nothing was registered for it in registry/lab1_4/mnist/"
+        )
     best = project_root() / "registry" / "lab1_4" / "mnist" / "best.json"
     assert best.is_file(), (
         f"after both runs there is no {paths.show(best)}: register must write under the project "

@@ -156,6 +156,19 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _real_timestamp(loader: _StrictLoader, node):
+    """YAML reads 2024-01-05 as a date; one that does not exist (0000-00-00, 2024-02-30)
+    is an error of the text, with its line, not a ValueError from inside the parser."""
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError as exc:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{node.value!r} is not a real date ({exc})", node.start_mark
+        ) from None
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _real_timestamp)
+
 # YAML 1.1 reads `1e-3` as a string (it wants `1.0e-3`); learners write 1e-3, so read it as
 # the float it obviously is. Same pattern as PyYAML's own float resolver, with an optional dot.
 _StrictLoader.add_implicit_resolver(

@@ -235,7 +235,8 @@ def call_trainer(
     start = time.perf_counter()
     result = trainer(config, splits=splits)
     seconds = time.perf_counter() - start
-    missing = [k for k in ("model", "history", "test_accuracy") if k not in (result or {})]
+    expected = ("model", "history", "test_accuracy")
+    missing = [k for k in expected if k not in result] if isinstance(result, dict) else []
     if not isinstance(result, dict) or missing or not isinstance(result["model"], nn.Module):
         raise TrainerError(
             f"{name} returned {type(result).__name__}"

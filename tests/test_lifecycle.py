@@ -227,6 +227,8 @@ BROKEN_TRAINERS = [  # (what the module defines, the error, what it says)
      "            'history': [], 'test_accuracy': 0.1}\n", "CheckpointError",
      "computes something else"),
     ("def train(config):\n    pass\n", "TrainerError", "defines no function train_from_config"),
+    ("def train_from_config(config, splits=None):\n    return 0.97\n", "TrainerError",
+     "returned float: return a dict"),
 ]  # fmt: skip
 
 

@@ -193,7 +193,8 @@ def written_answers(nb: nbformat.NotebookNode, lab: Lab) -> list[WrittenAnswer]:
 
 def make_sandbox(root: Path, source: Path | None = None) -> dict[str, Path]:
     """A throw-away project under ``root``: configs and MNIST copied from ``source`` (the
-    project root), a dags/ with no DAG (only its .airflowignore), labs/ as the working folder, its own home and temp, and
+    project root), a dags/ with no DAG (only its .airflowignore), labs/ as the working
+    folder, its own home and temp, and
     the ``shared`` package without its hidden modules (first on the kernel's path)."""
     source = source or paths.project_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -546,7 +547,7 @@ def _run_checks(
             if not _kernel_answers(client, run_nb):
                 return results, (
                     NOT_REACHED,
-                    "an earlier check timed out and its kernel was stopped",
+                    "an earlier check timed out and its kernel no longer answered",
                 )
             continue
         results[check.id] = _classify(reply, check.what)
