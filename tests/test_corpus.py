@@ -4,9 +4,11 @@ each graded by the lab's real checks, public and hidden, as the grader runs them
 (``suites.run_in_kernel`` on a namespace), and each with the verdict it must get: a wrong
 one loses points with a message that names its mistake, a correct one keeps them all.
 
-Labs 0 and 1.2a and Lab 1.3's config here, where an answer is a few lines; the DAG, training and
-script exercises have theirs in tests/test_grade.py (planted bugs, graded for real),
-tests/test_checks.py and tests/test_lifecycle.py. ``python -m pytest tests/test_corpus.py
+Every exercise whose answer is a few lines of Python (Labs 0 and 1.2a, Lab 1.1's cron, Lab
+1.2b's model, data, device and loops, Lab 1.3's config, Lab 1.4's backfill prediction) is here;
+the DAG, script and pipeline exercises, which need Airflow runs and files, have theirs in
+tests/test_grade.py (planted bugs, graded for real), tests/test_checks.py and
+tests/test_lifecycle.py. ``python -m pytest tests/test_corpus.py
 -q -rA`` lists every verdict.
 """
 
@@ -31,7 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision.transforms import v2
 """
 
 
@@ -62,6 +67,34 @@ def unsure(probabilities):
     "class_counts": """
 from shared import data, paths
 splits = data.load_splits(paths.data_root(), 0.1, 0, 600)
+""",
+    "pixel_mean": """
+from shared import data, paths
+splits = data.load_splits(paths.data_root(), 0.1, 0, 600)
+""",
+    "my_fit": """
+def train_epoch(model, loader, optimizer, device):
+    model.train()
+    total, seen = 0.0, 0
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(labels)
+        seen += len(labels)
+    return total / seen
+
+def evaluate(model, loader, device):
+    model.eval()
+    correct, total = 0, 0
+    with torch.no_grad():
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            correct += (model(images).argmax(1) == labels).sum().item()
+            total += len(labels)
+    return correct / total
 """,
 }
 
@@ -125,6 +158,51 @@ def unsure(body: str, name: str = "threshold") -> str:
     body = textwrap.indent(textwrap.dedent(body).strip("\n"), "    ")
     return UNSURE.format(name=name, body=body)
 
+
+CRON = {"weekdays at 02:30": "30 2 * * 1-5", "every 15 minutes": "*/15 * * * *",
+        "first of the month at midnight": "0 0 1 * *"}  # fmt: skip
+
+
+def _cron(**changes: str) -> str:
+    return f"cron = {CRON | changes!r}"
+
+
+TRAIN_EPOCH = """
+def train_epoch(model, loader, optimizer, device):
+    model.train()
+    total, seen = 0.0, 0
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(labels)
+        seen += len(labels)
+    return total / seen
+"""
+EVALUATE = """
+def evaluate(model, loader, device):
+    model.eval()
+    correct, total = 0, 0
+    with torch.no_grad():
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            correct += (model(images).argmax(1) == labels).sum().item()
+            total += len(labels)
+    return correct / total
+"""
+MY_FIT = """
+def my_fit(model, train_loader, val_loader, epochs, lr, device):
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history = []
+    for epoch in range(1, epochs + 1):
+        train_loss = train_epoch(model, train_loader, optimizer, device)
+        val_accuracy = evaluate(model, val_loader, device)
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_accuracy": val_accuracy})
+    return history
+"""
 
 CORPUS = [
     # ---------------------------------------------------------------- Lab 0: the two quizzes
@@ -333,6 +411,231 @@ grad_by_autograd = y.item()
             "not per digit"),
     Variant("1.2a", "class_counts", "labels_of_the_first_batch",
             "class_counts = torch.bincount(splits.train.labels[:64], minlength=10)\n", "add up to"),
+    # ---------------------------------------------------------------- Lab 1.1: cron
+    Variant("1.1", "cron", "names_and_ranges", _cron(**{
+        "weekdays at 02:30": "30 2 * * mon-fri", "every 15 minutes": "0-59/15 * * * *",
+        "first of the month at midnight": "0 0 1 * *"}), "pass"),
+    Variant("1.1", "cron", "hour_and_minute_swapped", _cron(**{
+        "weekdays at 02:30": "2 30 * * 1-5"}), "weekdays at 02:30"),
+    Variant("1.1", "cron", "weekdays_from_sunday", _cron(**{
+        "weekdays at 02:30": "30 2 * * 0-4"}), "weekdays at 02:30"),
+    Variant("1.1", "cron", "at_minute_15", _cron(**{"every 15 minutes": "15 * * * *"}),
+            "every 15 minutes"),
+    Variant("1.1", "cron", "every_day_at_midnight", _cron(**{
+        "first of the month at midnight": "0 0 * * *"}), "first of the month"),
+    Variant("1.1", "cron", "month_field_for_day", _cron(**{
+        "first of the month at midnight": "0 0 * 1 *"}), "first of the month"),
+    # ---------------------------------------------------------------- Lab 1.2b: the MLP
+    Variant("1.2b", "MyMLP", "layers_by_name_and_functional_relu", """
+class MyMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(28 * 28, 128)
+        self.out = nn.Linear(128, 10)
+
+    def forward(self, x):
+        return self.out(F.relu(self.hidden(x.flatten(1))))
+""", "pass"),
+    Variant("1.2b", "MyMLP", "no_nonlinearity", """
+class MyMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.Linear(128, 10))
+
+    def forward(self, x):
+        return self.layers(x)
+""", "your model is linear in its input"),
+    Variant("1.2b", "MyMLP", "softmax_at_the_end", """
+class MyMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(),
+                                    nn.Linear(128, 10), nn.Softmax(dim=1))
+
+    def forward(self, x):
+        return self.layers(x)
+""", "logits"),
+    Variant("1.2b", "MyMLP", "hidden_64", """
+class MyMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.layers(x)
+""", "784→128→10"),
+    Variant("1.2b", "MyMLP", "layers_made_in_forward", """
+class MyMLP(nn.Module):
+    def forward(self, x):
+        return nn.Linear(128, 10)(F.relu(nn.Linear(784, 128)(x.flatten(1))))
+""", "parameters"),
+    # ---------------------------------------------------------------- Lab 1.2b: pixel statistics
+    Variant("1.2b", "pixel_mean", "numpy_float64", """
+values = splits.train.images.numpy().astype("float64") / 255
+pixel_mean, pixel_std = float(values.mean()), float(values.std())
+""", "pass"),
+    Variant("1.2b", "pixel_mean", "not_scaled", """
+pixels = splits.train.images.float()
+pixel_mean, pixel_std = pixels.mean().item(), pixels.std().item()
+""", "[0, 1]"),
+    Variant("1.2b", "pixel_mean", "the_test_split", """
+pixels = splits.test.images.float() / 255
+pixel_mean, pixel_std = pixels.mean().item(), pixels.std().item()
+""", "training split"),
+    Variant("1.2b", "pixel_mean", "the_tutorials_numbers", """
+pixel_mean, pixel_std = 0.1307, 0.3081
+""", "training split"),
+    Variant("1.2b", "pixel_mean", "tensors_not_floats", """
+pixels = splits.train.images.float() / 255
+pixel_mean, pixel_std = pixels.mean(), pixels.std()
+""", "float"),
+    # ---------------------------------------------------------------- Lab 1.2b: the transform
+    Variant("1.2b", "mnist_transform", "keywords_and_tuples", """
+def mnist_transform(mean, std):
+    return v2.Compose([v2.ToImage(), v2.ToDtype(dtype=torch.float32, scale=True),
+                       v2.Normalize(mean=(mean,), std=(std,))])
+""", "pass"),
+    Variant("1.2b", "mnist_transform", "not_scaled", """
+def mnist_transform(mean, std):
+    return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32), v2.Normalize([mean], [std])])
+""", "scale"),
+    Variant("1.2b", "mnist_transform", "the_tutorials_numbers", """
+def mnist_transform(mean, std):
+    return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize([0.1307], [0.3081])])
+""", "with the statistics it is given"),
+    Variant("1.2b", "mnist_transform", "mean_and_std_swapped", """
+def mnist_transform(mean, std):
+    return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize([std], [mean])])
+""", "the other way round"),
+    # ---------------------------------------------------------------- Lab 1.2b: the loader
+    Variant("1.2b", "make_loader", "list_of_pairs", """
+def make_loader(split, batch_size):
+    pairs = list(zip(split.normalized(), split.labels))
+    return DataLoader(pairs, batch_size=batch_size, shuffle=True)
+""", "pass"),
+    Variant("1.2b", "make_loader", "no_shuffle", """
+def make_loader(split, batch_size):
+    return DataLoader(TensorDataset(split.normalized(), split.labels), batch_size=batch_size)
+""", "shuffle"),
+    Variant("1.2b", "make_loader", "raw_images", """
+def make_loader(split, batch_size):
+    return DataLoader(TensorDataset(split.images, split.labels), batch_size=batch_size,
+                      shuffle=True)
+""", "(B, 1, 28, 28) floats"),
+    Variant("1.2b", "make_loader", "images_shuffled_apart_from_labels", """
+def make_loader(split, batch_size):
+    images = split.normalized()[torch.randperm(len(split.labels))]
+    return DataLoader(TensorDataset(images, split.labels), batch_size=batch_size, shuffle=True)
+""", "with another image's label"),
+    Variant("1.2b", "make_loader", "batch_size_fixed", """
+def make_loader(split, batch_size):
+    return DataLoader(TensorDataset(split.normalized(), split.labels), batch_size=64,
+                      shuffle=True)
+""", "batch"),
+    # ---------------------------------------------------------------- Lab 1.2b: the device
+    Variant("1.2b", "pick_device", "one_expression", """
+def pick_device():
+    return torch.device(torch.accelerator.current_accelerator() if torch.accelerator.is_available() else "cpu")
+""", "pass"),
+    Variant("1.2b", "pick_device", "always_cuda", """
+def pick_device():
+    return torch.device("cuda")
+""", "cuda"),
+    Variant("1.2b", "pick_device", "a_string", """
+def pick_device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+""", "torch.device"),
+    Variant("1.2b", "pick_device", "accelerator_unchecked", """
+def pick_device():
+    return torch.accelerator.current_accelerator() or torch.device("cpu")
+""", "usable"),
+    # ---------------------------------------------------------------- Lab 1.2b: the training loop
+    Variant("1.2b", "train_epoch", "summed_loss_set_to_none", """
+def train_epoch(model, loader, optimizer, device):
+    model.train()
+    total, seen = 0.0, 0
+    for images, labels in loader:
+        optimizer.zero_grad(set_to_none=True)
+        out = model(images.to(device))
+        batch_sum = F.cross_entropy(out, labels.to(device), reduction="sum")
+        (batch_sum / len(labels)).backward()
+        optimizer.step()
+        total, seen = total + batch_sum.item(), seen + len(labels)
+    return total / seen
+""", "pass"),
+    Variant("1.2b", "train_epoch", "no_train_mode", TRAIN_EPOCH.replace("    model.train()\n", ""),
+            "never told the model it is training"),
+    Variant("1.2b", "train_epoch", "no_zero_grad", TRAIN_EPOCH.replace(
+        "        optimizer.zero_grad()\n", ""), "old gradients cleared"),
+    Variant("1.2b", "train_epoch", "no_step", TRAIN_EPOCH.replace("        optimizer.step()\n", ""),
+            "step"),
+    Variant("1.2b", "train_epoch", "mean_of_batch_means", TRAIN_EPOCH.replace(
+        "total += loss.item() * len(labels)", "total += loss.item()").replace(
+        "seen += len(labels)", "seen += 1"), "average over samples"),
+    Variant("1.2b", "train_epoch", "labels_left_behind", TRAIN_EPOCH.replace(
+        "images, labels = images.to(device), labels.to(device)", "images = images.to(device)"),
+        "move the images and the labels"),
+    # ---------------------------------------------------------------- Lab 1.2b: the evaluation loop
+    Variant("1.2b", "evaluate", "inference_mode_and_mean", """
+def evaluate(model, loader, device):
+    model.eval()
+    hits = []
+    with torch.inference_mode():
+        for images, labels in loader:
+            hits.append(model(images.to(device)).argmax(dim=1).eq(labels.to(device)))
+    return torch.cat(hits).float().mean().item()
+""", "pass"),
+    Variant("1.2b", "evaluate", "no_eval_mode", EVALUATE.replace("    model.eval()\n", ""),
+            "dropout"),
+    Variant("1.2b", "evaluate", "a_tensor", EVALUATE.replace(
+        "correct += (model(images).argmax(1) == labels).sum().item()",
+        "correct += (model(images).argmax(1) == labels).sum()"), "float"),
+    Variant("1.2b", "evaluate", "mean_of_batch_accuracies", """
+def evaluate(model, loader, device):
+    model.eval()
+    accs = []
+    with torch.no_grad():
+        for images, labels in loader:
+            accs.append((model(images.to(device)).argmax(1) == labels.to(device)).float().mean().item())
+    return sum(accs) / len(accs)
+""", "over all samples"),
+    Variant("1.2b", "evaluate", "the_max_logit_not_its_class", EVALUATE.replace(
+        "argmax(1)", "max(1).values"), "the class of the largest logit"),
+    # ---------------------------------------------------------------- Lab 1.2b: fit
+    Variant("1.2b", "my_fit", "keywords_and_enumerate", """
+def my_fit(model, train_loader, val_loader, epochs, lr, device):
+    model = model.to(device)
+    opt = torch.optim.Adam(params=model.parameters(), lr=lr)
+    return [
+        {"epoch": e, "train_loss": train_epoch(model, train_loader, opt, device),
+         "val_accuracy": evaluate(model, val_loader, device)}
+        for e in range(1, epochs + 1)
+    ]
+""", "pass"),
+    Variant("1.2b", "my_fit", "lr_ignored", MY_FIT.replace("lr=lr", "lr=1e-3"),
+            "with lr=0 the weights still changed"),
+    Variant("1.2b", "my_fit", "epochs_from_zero", MY_FIT.replace(
+        "range(1, epochs + 1)", "range(epochs)"), "epoch"),
+    Variant("1.2b", "my_fit", "validated_on_training_data", MY_FIT.replace(
+        "evaluate(model, val_loader, device)", "evaluate(model, train_loader, device)"),
+        "measure it on the validation loader"),
+    Variant("1.2b", "my_fit", "new_optimizer_every_epoch", MY_FIT.replace(
+        "    optimizer = torch.optim.Adam(model.parameters(), lr=lr)\n", "").replace(
+        "        train_loss =", "        optimizer = torch.optim.Adam(model.parameters(), lr=lr)\n"
+        "        train_loss ="), "is the optimizer made once"),
+    # ---------------------------------------------------------------- Lab 1.4: the backfill's plan
+    Variant("1.4", "predicted_runs", "a_tuple", "planned = ['2024-01-03', '2024-01-04']\n"
+            "predicted_runs = ('2024-01-04', '2024-01-03')\n", "pass"),
+    Variant("1.4", "predicted_runs", "every_day_again", "planned = ['2024-01-03', '2024-01-04']\n"
+            "predicted_runs = ['2024-01-01', '2024-01-02', '2024-01-03', '2024-01-04']\n",
+            "it plans none for"),
+    Variant("1.4", "predicted_runs", "the_end_date_left_out",
+            "planned = ['2024-01-03', '2024-01-04']\npredicted_runs = ['2024-01-03']\n",
+            "you left out"),
+    Variant("1.4", "predicted_runs", "a_count", "planned = ['2024-01-03', '2024-01-04']\n"
+            "predicted_runs = 2\n", "a list of dates"),
 ]  # fmt: skip
 
 
@@ -372,8 +675,12 @@ def test_each_answer_gets_its_verdict(v, capsys, mnist_root):
 #: The exercises covered here, each by its answer's name in the notebook; Lab 1.2a's two
 #: optimizer exercises have their corpus in tests/test_checks.py (names each mistake).
 ITEMS = {("0", "loop_of"), ("0", "tool_of"), ("0", "write_totals"), ("0", "partition_path"),
-         ("0", "settings_from_config"), ("0", "unsure_explicit"), ("1.2a", "flatten"),
-         ("1.2a", "grad_by_hand"), ("1.2a", "class_counts"), ("1.3", "my_config_yaml")}  # fmt: skip
+         ("0", "settings_from_config"), ("0", "unsure_explicit"), ("1.1", "cron"),
+         ("1.2a", "flatten"), ("1.2a", "grad_by_hand"), ("1.2a", "class_counts"),
+         ("1.2b", "MyMLP"), ("1.2b", "pixel_mean"), ("1.2b", "mnist_transform"),
+         ("1.2b", "make_loader"), ("1.2b", "pick_device"), ("1.2b", "train_epoch"),
+         ("1.2b", "evaluate"), ("1.2b", "my_fit"), ("1.3", "my_config_yaml"),
+         ("1.4", "predicted_runs")}  # fmt: skip
 
 
 def test_every_item_has_three_wrong_answers_and_a_correct_one_in_another_style():

@@ -9,9 +9,9 @@ One submission:
    package that lacks the hidden suite, and start its kernel inside the OS sandbox with
    its limits (``workbook.grading.sandbox``: bubblewrap where available, the write guard always);
 3. inject the lab's grading parameters (papermill) and run the cells in order (nbclient).
-   A failing self-check or an unwritten stub does not stop the run, so every exercise is
-   graded on its own; any other error stops it, and checks whose variables were never
-   defined are reported as *not reached*. Past the time budget the cell is interrupted; a
+   No error stops the run (a failing self-check, an unwritten stub, a crash), so every
+   exercise is graded on its own; checks whose variables were never defined are reported
+   as *not reached*. Past the time budget the cell is interrupted; a
    kernel that does not answer is killed. Output beyond a cap is dropped;
 4. only then send the hidden checks' code into the kernel (one loader cell, whose source is
    never saved), and run one appended cell per check (``run_in_kernel``).
@@ -54,9 +54,6 @@ from workbook.grading.guard import GUARD_MODULE, ROOTS_ENV, SITECUSTOMIZE
 from workbook.grading.sandbox import Limits
 from workbook.grading.suites import LABS, Lab
 
-#: Errors that mark an exercise as wrong or unwritten, not the notebook as broken: execution
-#: goes on, so later exercises are still graded.
-EXERCISE_ERRORS = ("CheckFailed", "NotImplementedError")
 #: Bytes of cell output kept per submission (stdout, images, ...); the rest is dropped.
 OUTPUT_CAP = 2_000_000
 #: Seconds an interrupted kernel gets to answer before it is killed.
@@ -276,6 +273,7 @@ def kernel_manager(box: dict[str, Path], kind: str, limits: Limits, cgroup, hide
     argv = sandbox.launcher_command(limits, cgroup)
     if kind == "bwrap":
         argv += sandbox.bwrap_command(box["root"], box["cwd"], hide)
+        argv += sandbox.drop_privileges(box["root"])
     argv += [
         sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
         # CRITICAL: with no parent handle (below) ipykernel prints a connection banner
@@ -311,7 +309,42 @@ def kernel_manager(box: dict[str, Path], kind: str, limits: Limits, cgroup, hide
 def _output_size(content: dict[str, Any]) -> int:
     if "text" in content:
         return len(content["text"])
+    if "evalue" in content or "traceback" in content:
+        return len(str(content.get("evalue", ""))) + sum(map(len, content.get("traceback", [])))
     return sum(len(str(v)) for v in content.get("data", {}).values())
+
+
+#: Characters of an error's message the grader keeps for its report.
+ERROR_KEPT = 10_000
+
+
+def _cut(text: str, room: int) -> str:
+    if len(text) <= room:
+        return text
+    room = max(0, room)
+    return text[:room] + f"\n[workbook grade: {len(text) - room:,} characters cut]"
+
+
+def _cut_error(content: dict[str, Any], room: int) -> dict[str, Any]:
+    """An error's content within ``room`` characters (at least 1,000, so its name and the
+    start of its message survive): the message, then the traceback's lines, each cut with
+    a line saying how much was cut."""
+    room = max(1_000, room)
+    out = dict(content)
+    if "evalue" in out:
+        out["evalue"] = _cut(str(out["evalue"]), room)
+        room -= len(out["evalue"])
+    if "traceback" in out:
+        lines = []
+        for line in out["traceback"]:
+            lines.append(_cut(str(line), max(200, room)))
+            room -= len(lines[-1])
+            if room <= 0:
+                lines.append(f"[workbook grade: {len(out['traceback']) - len(lines)} more "
+                             "traceback lines cut]")  # fmt: skip
+                break
+        out["traceback"] = lines
+    return out
 
 
 def _client_class():
@@ -326,21 +359,28 @@ def _client_class():
             self.on_cell_executed = self._record
 
         def _record(self, cell, cell_index, execute_reply):
-            self.replies[cell_index] = (execute_reply or {}).get("content", {})
+            content = (execute_reply or {}).get("content", {})
+            # what the grader reads of a reply, the error's message cut (it has been kept
+            # once in the cell's outputs already, within the cap)
+            self.replies[cell_index] = _cut_error(
+                {k: content[k] for k in ("status", "ename", "evalue") if k in content},
+                ERROR_KEPT,
+            )
 
         def output(self, outs, msg, display_id, cell_index):
-            if msg["msg_type"] != "error":
-                self.used += _output_size(msg["content"])
-                if self.used > OUTPUT_CAP:
-                    if not self.truncated:
-                        outs.append(
-                            nbformat.v4.new_output(
-                                "stream", name="stderr", text="\n[workbook grade: output cap "
-                                f"of {OUTPUT_CAP:,} bytes reached; the rest is dropped]\n",
-                            )
-                        )  # fmt: skip
-                    self.truncated = True
-                    return None
+            if msg["msg_type"] == "error":  # an error counts too, cut to what is left
+                msg = {**msg, "content": _cut_error(msg["content"], OUTPUT_CAP - self.used)}
+            self.used += _output_size(msg["content"])
+            if self.used > OUTPUT_CAP and msg["msg_type"] != "error":
+                if not self.truncated:
+                    outs.append(
+                        nbformat.v4.new_output(
+                            "stream", name="stderr", text="\n[workbook grade: output cap "
+                            f"of {OUTPUT_CAP:,} bytes reached; the rest is dropped]\n",
+                        )
+                    )  # fmt: skip
+                self.truncated = True
+                return None
             return super().output(outs, msg, display_id, cell_index)
 
     return CappedClient
@@ -357,7 +397,7 @@ SUITE_MODULE = "workbook_grading_suites"
 LOADER_SAVED_AS = "# workbook grade loaded the hidden checks here (their code is not saved)"
 
 
-def _loader_cell() -> nbformat.NotebookNode:
+def _loader_cell(suite: bool = True) -> nbformat.NotebookNode:
     """The cell that brings the checks into the kernel once the submission's cells are done:
     fresh modules built from the grader's copies of the sources (the kernel's own package
     copy lacks the hidden suite), so neither a check the notebook reassigned
@@ -366,10 +406,9 @@ def _loader_cell() -> nbformat.NotebookNode:
     from workbook.grading import suites
 
     # The suite is loaded under a name of its own: the kernel has no ``workbook`` package.
-    sources = {
-        "shared.checks": Path(checks.__file__).read_text(),
-        SUITE_MODULE: Path(suites.__file__).read_text(),
-    }
+    sources = {"shared.checks": Path(checks.__file__).read_text()}
+    if suite:  # without: the checks alone (the speedrun's measurement)
+        sources[SUITE_MODULE] = Path(suites.__file__).read_text()
     source = (
         "def __workbook_load(sources):\n"
         "    import importlib, sys, types\n"
@@ -397,6 +436,18 @@ def _check_cell(lab: Lab, check_id: str) -> nbformat.NotebookNode:
     )
 
 
+def strip_grading_marks(cell: nbformat.NotebookNode) -> None:
+    """A submitted cell made plain: every ``workbook_*`` metadata key and every
+    ``workbook-*`` tag removed (nbgrader overwrites its grading cells the same way), so a
+    cell dressed up as a check (its tag, a ``workbook_check`` key) is run as the learner's
+    own code, and only the cells the grader appends are checks."""
+    for key in [k for k in cell.metadata if k.startswith("workbook")]:
+        del cell.metadata[key]
+    tags = cell.metadata.get("tags")
+    if isinstance(tags, list):
+        cell.metadata["tags"] = [t for t in tags if not str(t).startswith("workbook")]
+
+
 def _prepare(
     nb: nbformat.NotebookNode, lab: Lab, measure: bool = True
 ) -> tuple[nbformat.NotebookNode, list[int]]:
@@ -408,6 +459,8 @@ def _prepare(
     from papermill.parameterize import parameterize_notebook
 
     run = copy.deepcopy(nb)  # papermill edits the notebook it is given
+    for cell in run.cells:
+        strip_grading_marks(cell)
     for i, cell in enumerate(run.cells, 1):
         cell.metadata["workbook_cell"] = i
         cell.metadata.setdefault("tags", [])  # papermill reads every cell's tags
@@ -482,48 +535,20 @@ def _run_submission(client, run_nb, numbers, timeout: int, report: Report) -> No
             )
             return
         if reply.get("status") == "error":
-            stop = reply.get("ename") not in EXERCISE_ERRORS
-            report.errors.append(ExecutionError(numbers[index], _last_line(reply), stop))
+            # Execution goes on whatever the error: an exercise that fails (or crashes) must
+            # not cost the later, independent ones their points. What depended on it fails
+            # in its turn, and its checks report the names it left undefined as not reached.
+            report.errors.append(ExecutionError(numbers[index], _last_line(reply), False))
             if _out_of_memory(reply):  # the RLIMIT_DATA fallback's way to say it
                 report.status = MEMORY_EXCEEDED
-            if stop:
                 return
 
 
-def measurement(outputs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The figures a measuring check printed (its last ``checks.SPEEDRUN_MARK`` line), with
-    the types the leaderboard needs; None when there is no such line or it is malformed."""
-    import json
-
-    from shared.checks import SPEEDRUN_MARK
-
-    lines = [
-        line
-        for out in outputs
-        if out.get("output_type") == "stream"
-        for line in str(out.get("text", "")).splitlines()
-        if line.startswith(SPEEDRUN_MARK)
-    ]
-    if not lines:
-        return None
-    try:
-        record = json.loads(lines[-1][len(SPEEDRUN_MARK) :])
-        out = {k: record[k] for k in ("seconds_to_99", "epochs_to_99")}
-        out["final_accuracy"] = float(record["final_accuracy"])
-        out["full_data"] = bool(record["full_data"])
-        for k in ("seconds_to_99", "epochs_to_99"):
-            out[k] = None if out[k] is None else float(out[k])
-    except (ValueError, KeyError, TypeError):
-        return None
-    return out
-
-
 def _run_checks(
-    client, run_nb, lab: Lab, measurements: dict[str, Any] | None = None, speed: float = 1.0
+    client, run_nb, lab: Lab, speed: float = 1.0
 ) -> tuple[dict[str, tuple[str, str]], tuple[str, str]]:
     """The appended check cells: {check id: (status, hint)}, and what became of the rest
-    (status, why). A measuring check that passed adds its figures to ``measurements``.
-    Each check's time limit is its own times ``speed`` (``speed_factor``)."""
+    (status, why). Each check's time limit is its own times ``speed`` (``speed_factor``)."""
     results: dict[str, tuple[str, str]] = {}
     for index, cell in enumerate(run_nb.cells):
         if CHECK_TAG not in cell.metadata.get("tags", []):
@@ -551,10 +576,6 @@ def _run_checks(
                 )
             continue
         results[check.id] = _classify(reply, check.what)
-        if check.measures and results[check.id][0] == PASS and measurements is not None:
-            figures = measurement(cell.outputs)
-            if figures is not None:
-                measurements[check.id] = figures
     return results, (NOT_REACHED, "")
 
 
@@ -585,6 +606,12 @@ def _execute(
         )
     except DeadKernelError:
         rest = (NOT_REACHED, _kernel_death(report, box, limits, cgroup))
+    except RuntimeError:  # jupyter_client: "Kernel died before replying to kernel_info"
+        why = sandbox.python_problem(box["root"], box["cwd"], hide) if kind == "bwrap" else None
+        if why is None:
+            raise
+        report.status, report.message = "grader error", why
+        rest = (NOT_REACHED, why)
     finally:
         if cgroup is not None:  # whatever the kernel left behind, even without bubblewrap
             cgroup.kill_all()
@@ -636,7 +663,7 @@ def _run_in_kernel(
             report.message = reason
         if reason:
             return {}, (NOT_REACHED, reason)
-        return _run_checks(client, run_nb, lab, report.measurements, speed)
+        return _run_checks(client, run_nb, lab, speed)
 
 
 def _kernel_death(report: Report, box, limits: Limits, cgroup) -> str:
@@ -679,6 +706,7 @@ def grade(
     hide: Sequence[str | os.PathLike[str]] = (),
     measure: bool = True,
     speed: float | None = None,
+    repeats: int = 3,
 ) -> Report:
     """Grade one notebook; never raises for a bad submission (the report says what happened).
 
@@ -688,7 +716,8 @@ def grade(
     ``hide``: more folders bubblewrap hides from the kernel; the notebook's own folder and
     the executed copy's are always hidden (other learners' work, the results).
     ``measure``: also run the measuring checks (Lab 1.2's speedrun: about 10 s of training
-    on the full data); without it they are left out of the report.
+    on the full data); without it they are left out of the report. With it, a submission
+    that passes is then timed ``repeats`` times in fresh kernels (``measure.measure``).
     ``speed``: how many times slower the machine is now than the one the checks' time limits
     were set on (default: ``speed_factor()``, measured now); each limit is scaled by it.
     """
@@ -721,6 +750,11 @@ def grade(
                  speed_factor() if speed is None else speed)  # fmt: skip
         if executed_to is not None:
             atomic_write_text(Path(executed_to), dumps(run_nb))
+    if measure and repeats:
+        from workbook.grading import measure as measuring
+
+        measuring.measure_reports([report], [path], repeats, limits, sandbox_mode, hide,
+                                  speed_factor() if speed is None else speed)  # fmt: skip
     report.seconds = time.monotonic() - start
     return report
 
@@ -745,6 +779,34 @@ def grade_safely(notebook, lab_id=None, *args, **kwargs) -> Report:
 # --------------------------------------------------------------------------- batches
 
 
+def batch_lab(notebooks: Sequence[str | os.PathLike[str]], lab_id: str | None) -> str | None:
+    """The lab a whole batch is graded as: ``lab_id`` when given (a notebook claiming another
+    lab is then reported as "wrong lab"), else the one lab its notebooks claim. Notebooks
+    claiming different labs are refused (GradeInputError naming them), before any grading:
+    a batch is one assignment, and "N of M pass" must count the same checks for all."""
+    if lab_id is not None:
+        return lab_id
+    claims: dict[str, list[str]] = {}
+    for notebook in notebooks:
+        try:
+            lab = detect_lab(read_submission(notebook), Path(notebook).name)
+        except GradeInputError:
+            continue  # reported as unreadable when graded
+        if lab is not None:  # one that claims none is graded as the others' lab
+            claims.setdefault(lab.id, []).append(Path(notebook).name)
+    if len(claims) > 1:
+        named = "; ".join(
+            f"lab {lab}: {', '.join(names[:3])}"
+            + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            for lab, names in sorted(claims.items())
+        )
+        raise GradeInputError(
+            f"these notebooks claim different labs ({named}); grade one lab at a time, or "
+            "pass --lab to grade them all as one"
+        )
+    return next(iter(claims), None)
+
+
 def batch_names(notebooks: Sequence[str | os.PathLike[str]]) -> list[str]:
     """Each notebook's name in a batch: its path relative to the folder they all share, so
     alice/lab.ipynb and bob/lab.ipynb keep their own rows and executed copies."""
@@ -766,22 +828,26 @@ def grade_many(
     limits: Limits | None = None,
     sandbox_mode: str = "auto",
     measure: bool = True,
+    repeats: int = 3,
+    on_measured: Callable[[Report], None] | None = None,
 ) -> list[Report]:
     """Grade every notebook (``jobs`` at a time), in input order; one bad submission (a crash,
-    a timeout, a grader error) becomes its own report and the batch goes on. Measurements
-    (``measure``) taken ``jobs`` at a time share the cores: for a fair leaderboard, jobs=1."""
+    a timeout, a grader error) becomes its own report and the batch goes on. Then, with
+    ``measure``, the speedrun of each submission that passed is timed ``repeats`` times, one
+    run at a time (``measure.measure_reports``; ``on_measured`` after each)."""
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import replace
 
     from tqdm.auto import tqdm
 
-    limits = limits or Limits()
+    limits = given = limits or Limits()
     if limits.threads is None and jobs > 1:
         # Kernels side by side share the cores instead of each starting one thread per core
         # (oversubscribed, two kernels on 2 cores were slower than one at a time).
         limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // jobs))
     if not notebooks:
         return []
+    lab_id = batch_lab(notebooks, lab_id)
     names = batch_names(notebooks)
     # Every learner's folder and the results (made now, so there is a folder to hide) stay
     # out of every kernel's view.
@@ -797,7 +863,7 @@ def grade_many(
         executed = None if executed_dir is None else Path(executed_dir) / name
         return grade_safely(
             nb_path, lab_id, timeout, executed, limits, sandbox_mode, name=name, hide=hide,
-            measure=measure, speed=speed,
+            measure=measure, speed=speed, repeats=0,  # measured below, one at a time
         )  # fmt: skip
 
     reports: list[Report] = []
@@ -813,4 +879,9 @@ def grade_many(
             bar.set_postfix_str(f"{report.label}: {report.score}/{report.max_score}")
             if on_report:
                 on_report(report)
+    if measure and repeats:
+        from workbook.grading import measure as measuring
+
+        measuring.measure_reports(reports, notebooks, repeats, given,  # the cores, alone
+                                  sandbox_mode, hide, speed, on_measured)  # fmt: skip
     return reports

@@ -88,12 +88,56 @@ def choose(mode: str) -> str:
     return "none"
 
 
+#: The unprivileged user a kernel runs as when the grader runs as root (nobody).
+KERNEL_UID = 65534
+
+
+def kernel_user(kind: str) -> str:
+    """Who the graded code runs as."""
+    import pwd
+
+    if kind == "bwrap" and os.geteuid() == 0:
+        return f"uid {KERNEL_UID} (unprivileged; the grader runs as root)"
+    if os.geteuid() == 0:
+        return "uid 0 (root: only bubblewrap's sandbox runs it as another user)"
+    return f"uid {os.geteuid()} ({pwd.getpwuid(os.geteuid()).pw_name})"
+
+
 def describe(kind: str) -> str:
     """The one line grading prints at its start and puts in every report."""
     if kind == "bwrap":
-        return "bwrap (read-only filesystem, no network, own process tree) + python guard"
+        return (
+            "bwrap (read-only filesystem, no network, own process tree) + python guard; "
+            f"kernel user {kernel_user(kind)}"
+        )
     reason = bwrap_problem() or "--sandbox none"
-    return f"python-guard only ({reason})"
+    return f"python-guard only ({reason}); kernel user {kernel_user(kind)}"
+
+
+#: Run inside bubblewrap by a root grader, before the kernel: the sandbox folder (made by
+#: root, the kernel's connection file included) is given to the unprivileged user, who then
+#: becomes the process's only identity (setuid from root to another user drops every
+#: capability), and the kernel is started. Root-only host files (/etc/shadow, SSH host
+#: keys) are then out of reach, as they would not be for a uid 0 with no capabilities.
+_DROP = (
+    "import os, sys\n"
+    "uid = int(sys.argv[1])\n"
+    "for folder, _, files in os.walk(sys.argv[2]):\n"
+    "    for path in [folder, *(os.path.join(folder, f) for f in files)]:\n"
+    "        os.lchown(path, uid, uid)\n"
+    "os.setgroups([])\n"
+    "os.setgid(uid)\n"
+    "os.setuid(uid)\n"
+    "os.execv(sys.argv[3], sys.argv[3:])\n"
+)
+
+
+def drop_privileges(box_root: Path) -> list[str]:
+    """The command that goes between bubblewrap's and the kernel's when the grader is root:
+    it hands the sandbox folder to KERNEL_UID and becomes that user (nothing otherwise)."""
+    if os.geteuid() != 0:
+        return []
+    return [sys.executable, "-I", "-c", _DROP, str(KERNEL_UID), str(box_root)]
 
 
 #: Where services put their Unix sockets (D-Bus, Docker, systemd, databases): a read-only
@@ -137,7 +181,8 @@ def bwrap_command(box_root: Path, cwd: Path, extra_hidden: Sequence[Path] = ()) 
     hidden = hidden_paths(extra_hidden)
     command = [
         shutil.which("bwrap") or "bwrap",
-        "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+        "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs",
+        "/tmp",
     ]  # fmt: skip
     for path in hidden:
         command += ["--tmpfs", str(path)]
@@ -145,20 +190,58 @@ def bwrap_command(box_root: Path, cwd: Path, extra_hidden: Sequence[Path] = ()) 
     python.add(Path(os.path.realpath(sys.executable)).parent.parent)
     # Only what a hidden folder covered is bound back: binding /usr again (a venv on the
     # system Python) would uncover a hidden folder beneath it.
-    rebound = sorted(p for p in python if any(_inside(p, h) and p != h for h in hidden))
+    # /tmp is a fresh tmpfs too: a virtual environment made there is bound back like one in
+    # the checkout (an environment that *is* a hidden folder stays hidden: see python_problem)
+    covering = [*hidden, Path("/tmp")]
+    rebound = sorted(p for p in python if any(_inside(p, h) and p != h for h in covering))
     for path in rebound:
-        command += ["--ro-bind", str(path), str(path)]
+        command += _reachable(path, covering) + ["--ro-bind", str(path), str(path)]
     for path in hidden:
         if any(_inside(path, p) and path != p for p in rebound):
             command += ["--tmpfs", str(path)]
-    command += [
-        "--bind", str(box_root), str(box_root),
-        # unshare-all: user, IPC, PID, network, UTS and cgroup namespaces; cap-drop: a
-        # root grader's capabilities do not follow the kernel in
-        "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
-        "--chdir", str(cwd), "--",
-    ]  # fmt: skip
-    return command
+    command += _reachable(box_root, covering) + ["--bind", str(box_root), str(box_root)]
+    if os.geteuid() == 0:
+        # A root grader: no user namespace (its only user would be root's), and the
+        # capabilities stay until drop_privileges makes the kernel an unprivileged user.
+        command += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+                    "--unshare-cgroup-try"]  # fmt: skip
+    else:
+        # user, IPC, PID, network, UTS and cgroup namespaces, and no capability inside
+        command += ["--unshare-all", "--cap-drop", "ALL"]
+    return [*command, "--die-with-parent", "--new-session", "--chdir", str(cwd), "--"]
+
+
+def _reachable(path: Path, covering: Sequence[Path]) -> list[str]:
+    """bubblewrap's arguments that make the folders above ``path`` inside an empty (tmpfs)
+    folder traversable by anyone: bubblewrap would make them 0700, which the unprivileged
+    kernel user cannot pass through."""
+    out: list[str] = []
+    for parent in reversed(path.parents):
+        if any(_inside(parent, h) and parent != h for h in covering):
+            out += ["--perms", "0755", "--dir", str(parent)]
+    return out
+
+
+def python_problem(box_root: Path, cwd: Path, extra_hidden: Sequence[Path] = ()) -> str | None:
+    """Why the grader's Python cannot start a kernel inside bubblewrap, or None when it can:
+    asked after a kernel died before it answered, so the report names the cause (an
+    environment the sandbox hides) instead of a dead kernel."""
+    import subprocess
+
+    command = bwrap_command(box_root, cwd, extra_hidden)
+    command += [sys.executable, "-c", "import ipykernel"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"the sandbox could not run the grader's Python: {exc}"
+    if done.returncode == 0:
+        return None
+    last = (done.stderr.strip().splitlines() or ["no message"])[-1][:200]
+    return (
+        f"the grader's Python environment ({Path(sys.prefix).resolve()}) cannot run inside "
+        f"the sandbox, which hides or lacks part of it: {last}; grade from an environment "
+        "elsewhere, or with --sandbox none"
+    )
 
 
 # --------------------------------------------------------------------------- cgroups

@@ -1,0 +1,259 @@
+"""The speedrun's measurement (Lab 1.2's leaderboard), taken apart from the grading.
+
+Grading runs every submission's cells, kernels side by side (``--jobs``), and the speedrun
+check there only says whether SpeedNet trains (90 % after its epochs). Its time would be
+unfair twice over: kernels sharing the cores slow each other (identical nets ranged from
+21 s to 40 s with two jobs), and by the time the check runs, the learner's earlier cells
+have had the whole kernel to prepare in, the test split included. So after the batch, each
+submission that passed every required check and the speedrun check is measured again, one
+at a time, ``repeats`` times, each run in a fresh sandboxed kernel that holds only:
+
+1. the grader's copy of the checks, and the data, loaded; the test files are then deleted
+   from that kernel's throw-away copy of the data;
+2. the learner's code that defines ``SpeedNet`` and ``speedrun_recipe`` and nothing else:
+   the submission's top-level statements they need, found by following names back through
+   the notebook (``program_slice``), run on the clock;
+3. ``checks.speedrun_record``: the clock goes on while ``SpeedNet()`` is built and trained
+   until the test accuracy (read every eighth of an epoch, the clock paused) reaches 99.0 %.
+
+The leaderboard ranks the median of the runs and shows their spread. The learner's code
+still runs in the measuring process, so a determined learner could tamper with the clock:
+the leaderboard is a game, and an instructor can rerun a winner.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import statistics
+import symtable
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from workbook.grading import grade, sandbox
+from workbook.grading.gradebook import PASS, Report
+from workbook.grading.sandbox import Limits
+
+#: What the speedrun check needs from the submission.
+TARGETS = ("SpeedNet", "speedrun_recipe")
+#: Seconds one measuring run may take (kernel start and data load included), before the
+#: machine's speed factor.
+RUN_TIMEOUT = 300
+DEFAULT_REPEATS = 3
+
+
+class MeasureError(Exception):
+    """The submission's speedrun could not be measured; the message says why."""
+
+
+# --------------------------------------------------------------------------- the slice
+
+
+def _statements(nb: nbformat.NotebookNode) -> list[ast.stmt]:
+    """Every top-level statement of the notebook's code cells, in order (IPython's syntax,
+    magics included, turned into Python first; a cell that is not Python is skipped)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    manager = TransformerManager()
+    out: list[ast.stmt] = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            out += ast.parse(manager.transform_cell(cell.source)).body
+        except SyntaxError:
+            continue
+    return out
+
+
+def _binds(stmt: ast.stmt) -> set[str]:
+    """The module-level names a statement binds (not those inside its functions/classes)."""
+    names: set[str] = set()
+    todo: list[ast.AST] = [stmt]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+            continue
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        todo.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def _uses(stmt: ast.stmt) -> set[str]:
+    """The module-level names a statement reads, its functions' and classes' bodies
+    included (a method that calls ``F.relu`` needs ``F``), their own locals excluded."""
+    table = symtable.symtable(ast.unparse(stmt), "<slice>", "exec")
+    names: set[str] = set()
+    todo = [(table, True)]
+    while todo:
+        scope, top = todo.pop()
+        for sym in scope.get_symbols():
+            if sym.is_referenced() and (top or sym.is_global()):
+                names.add(sym.get_name())
+        todo += [(child, False) for child in scope.get_children()]
+    return names
+
+
+def program_slice(nb: nbformat.NotebookNode, targets: Sequence[str] = TARGETS) -> str:
+    """The source of the submission's top-level statements that ``targets`` need: walking
+    back from the end of the notebook, each statement that binds a needed name is kept and
+    the names it reads become needed in turn. What defines SpeedNet comes with its imports
+    and helpers, and none of the rest (the loading of the data, the other exercises).
+    MeasureError when a target is never bound."""
+    statements = _statements(nb)
+    needed, kept = set(targets), []
+    for stmt in reversed(statements):
+        bound = _binds(stmt) & needed
+        if not bound:
+            continue
+        kept.append(stmt)
+        needed = (needed - _binds(stmt)) | _uses(stmt)
+    missing = [t for t in targets if not any(t in _binds(s) for s in kept)]
+    if missing:
+        raise MeasureError(f"{' and '.join(missing)} never defined at the top of a cell")
+    return "\n".join(ast.unparse(s) for s in reversed(kept)) + "\n"
+
+
+# --------------------------------------------------------------------------- one run
+
+_DATA = (
+    "import sys as __wb_sys\n"
+    "__wb_checks = __wb_sys.modules['shared.checks']\n"
+    "__wb_splits = __wb_checks.speedrun_data()"
+)
+_MEASURE = "__wb_checks.speedrun_record(SpeedNet, speedrun_recipe, __wb_splits)"
+
+
+def _one_run(code: str, limits: Limits, kind: str, hide: Sequence[Path], speed: float) -> dict:
+    """One measurement in a fresh sandbox and kernel: its figures, the seconds the learner's
+    code took to define SpeedNet added to the time to 99 %. MeasureError says what failed."""
+    from nbclient.exceptions import DeadKernelError
+
+    cells = [grade._loader_cell(suite=False), nbformat.v4.new_code_cell(_DATA),
+             nbformat.v4.new_code_cell(code), nbformat.v4.new_code_cell(_MEASURE)]  # fmt: skip
+    nb = nbformat.v4.new_notebook(cells=cells)
+    deadline = time.monotonic() + RUN_TIMEOUT * speed
+    with tempfile.TemporaryDirectory(prefix="workbook-measure-") as tmp:
+        box = grade.make_sandbox(Path(tmp) / "box")
+        box["log"] = Path(tmp) / "kernel.log"
+        cgroup = sandbox.Cgroup.create(limits)
+        try:
+            client = grade._client_class()(
+                nb, km=grade.kernel_manager(box, kind, limits, cgroup, hide), allow_errors=True,
+                interrupt_on_timeout=True, shutdown_kernel="immediate", startup_timeout=120,
+                error_on_timeout={"ename": "Timeout", "evalue": "", "traceback": []},
+            )  # fmt: skip
+            with (
+                open(box["log"], "w") as log,
+                client.setup_kernel(
+                    cleanup_kc=True,
+                    env=grade.kernel_env(box, limits.threads),
+                    cwd=str(box["cwd"]),
+                    stdout=log,
+                    stderr=log,
+                ),  # fmt: skip
+            ):
+                learner = 0.0
+                for index, cell in enumerate(nb.cells):
+                    start = time.perf_counter()
+                    reply = grade._run_cell(client, cell, index, deadline - time.monotonic())
+                    if index == 2:  # the learner's definitions: on the clock
+                        learner = time.perf_counter() - start
+                    if reply.get("ename") == "Timeout":
+                        raise MeasureError(f"ran past {RUN_TIMEOUT * speed:.0f} s")
+                    if reply.get("status") == "error":
+                        who = "your code defining SpeedNet" if index == 2 else "the measurement"
+                        raise MeasureError(f"{who} raised {grade._last_line(reply)}")
+        except DeadKernelError:
+            raise MeasureError("the kernel died during the measurement") from None
+        finally:
+            if cgroup is not None:
+                cgroup.kill_all()
+                cgroup.remove()
+    value = next((o for o in nb.cells[-1].outputs if o.get("output_type") == "execute_result"),
+                 None)  # fmt: skip
+    try:
+        record = json.loads(ast.literal_eval(value["data"]["text/plain"]))
+    except (TypeError, KeyError, ValueError, SyntaxError):
+        raise MeasureError("the measurement returned no figures") from None
+    if record["seconds_to_99"] is not None:
+        record["seconds_to_99"] += learner
+    record["definition_seconds"] = learner
+    return record
+
+
+# --------------------------------------------------------------------------- a report
+
+
+def measure(
+    notebook: str | Path,
+    repeats: int = DEFAULT_REPEATS,
+    limits: Limits | None = None,
+    sandbox_mode: str = "auto",
+    hide: Sequence[str | Path] = (),
+    speed: float = 1.0,
+) -> dict[str, Any]:
+    """``repeats`` fresh runs of a submission's speedrun, one after another: the figures the
+    leaderboard reads ({"seconds_to_99": the median (None when the median run did not reach
+    99 %), "runs": each run's time, "final_accuracy", "epochs_to_99", "full_data": True}),
+    or {"error": why} when it could not be measured."""
+    kind = sandbox.choose(sandbox_mode)
+    limits = limits or Limits()
+    hide = [*hide, Path(notebook).resolve().parent]  # other learners' work
+    try:
+        code = program_slice(grade.read_submission(notebook))
+        records = [
+            _one_run(code, limits, kind, [Path(h) for h in hide], speed) for _ in range(repeats)
+        ]
+    except (MeasureError, grade.GradeInputError) as exc:
+        return {"error": str(exc)}
+    runs = [r["seconds_to_99"] for r in records]
+    median = statistics.median(float("inf") if t is None else t for t in runs)
+    last = records[-1]
+    return {
+        "seconds_to_99": None if median == float("inf") else median,
+        "runs": runs,
+        "epochs_to_99": last["epochs_to_99"],
+        "final_accuracy": last["final_accuracy"],
+        "full_data": True,
+    }
+
+
+def measurable(report: Report) -> bool:
+    """Only a submission that passed every required check and the speedrun check itself is
+    measured (and so ranked)."""
+    return report.passed and any(c.id == "speedrun" and c.status == PASS for c in report.checks)
+
+
+def measure_reports(
+    reports: Sequence[Report],
+    notebooks: Sequence[str | Path],
+    repeats: int = DEFAULT_REPEATS,
+    limits: Limits | None = None,
+    sandbox_mode: str = "auto",
+    hide: Sequence[str | Path] = (),
+    speed: float = 1.0,
+    on_report=None,
+) -> None:
+    """Measure, one at a time, each measurable report's submission (``notebooks`` in the
+    same order), into its ``measurements["speedrun"]``; ``on_report`` after each."""
+    for report, notebook in zip(reports, notebooks, strict=True):
+        if not measurable(report):
+            continue
+        report.measurements["speedrun"] = measure(
+            notebook, repeats, limits, sandbox_mode, hide, speed
+        )
+        if on_report is not None:
+            on_report(report)
