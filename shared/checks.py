@@ -920,9 +920,12 @@ def model_output(model) -> None:
     )
     # An affine map f satisfies f(a + b) + f(0) = f(a) + f(b): layers stacked without a
     # nonlinearity between them collapse into one linear layer, whatever their sizes.
+    training = model.training
+    model.eval()  # dropout's noise would hide a missing nonlinearity
     with torch.no_grad():
         a, b, zero = x[:8], x[8:16], torch.zeros_like(x[:8])
         gap = (model(a + b) + model(zero) - model(a) - model(b)).abs().max().item()
+    model.train(training)
     assert gap > 1e-4, (
         "your model is linear in its input: Linear layers stacked without a nonlinearity "
         "between them are one Linear layer. Put a ReLU after the hidden layer"
@@ -1232,7 +1235,10 @@ class _MoveLog:
 
         class Mode(TorchFunctionMode):
             def __torch_function__(self, func, types, args=(), kwargs=None):
-                if func is torch.Tensor.to and args:
+                # a move names a device (t.to(device), t.to("cpu")); t.to(torch.long) does not
+                where = [*args[1:], kwargs.get("device")] if kwargs else list(args[1:])
+                moves = any(isinstance(w, torch.device | str) for w in where)
+                if func is torch.Tensor.to and args and moves:
                     if isinstance(args[0], torch.nn.Parameter):
                         log.parameters += 1
                     else:
@@ -1343,7 +1349,8 @@ def evaluate_loop(evaluate) -> None:
         "the model's outputs were recorded for gradients: evaluation never calls backward, so "
         "that graph costs memory and time for nothing (the evaluation loop's section names the switch)"
     )
-    assert moves.tensors >= 2 * len(batches), _unmoved(moves.tensors, len(batches))
+    # the images at least: the labels may be compared where they are (predictions.cpu())
+    assert moves.tensors >= len(batches), _unmoved(moves.tensors, len(batches))
     assert isinstance(acc, float), (
         f"evaluate returned a {type(acc).__name__}; return the accuracy as a Python float (a "
         "one-number tensor has a method that gives its number)"

@@ -233,14 +233,19 @@ def notebook_for_experiments(root: str | os.PathLike[str]) -> tuple[Path, str]:
     root = Path(root)
     mine = root / "labs" / LAB_1_3
     if not mine.is_file():
-        return root / "solutions" / LAB_1_3, f"the solution: there is no {mine.name} in labs/"
+        return _solution(root, f"there is no {mine.name} in labs/")
     problems = saved_notebook_problems(mine)
     if problems:
-        return (
-            root / "solutions" / LAB_1_3,
-            f"the solution: your labs/{mine.name} has {problems[0]}",
-        )
+        return _solution(root, f"your labs/{mine.name} has {problems[0]}")
     return mine, "yours: every exercise in it is written"
+
+
+def _solution(root: Path, why: str) -> tuple[Path, str]:
+    """The solution, where there is one; a learner release has none (ValueError)."""
+    solution = root / "solutions" / LAB_1_3
+    if not solution.is_file():
+        raise ValueError(f"Lab 1.3's notebook cannot run yet: {why}; finish and save it first")
+    return solution, f"the solution: {why}"
 
 
 def summarize_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

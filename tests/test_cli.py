@@ -15,7 +15,9 @@ def workbook(*args, **kw):
     )
 
 
-COMMANDS = ["bench", "config", "data", "demo", "grade", "labs", "nb", "run", "site", "train"]
+COMMANDS = [
+    "bench", "config", "data", "demo", "grade", "labs", "nb", "release", "run", "site", "train",
+]  # fmt: skip
 
 
 def test_every_command_has_its_own_help_and_handler(capsys):

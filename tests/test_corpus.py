@@ -445,6 +445,26 @@ class MyMLP(nn.Module):
     def forward(self, x):
         return self.layers(x)
 """, "your model is linear in its input"),
+    Variant("1.2b", "MyMLP", "dropout_instead_of_relu", """
+class MyMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.Dropout(0.2),
+                                    nn.Linear(128, 10))
+
+    def forward(self, x):
+        return self.layers(x)
+""", "your model is linear in its input"),
+    Variant("1.2b", "MyMLP", "gelu_and_dropout", """
+class MyMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.GELU(),
+                                    nn.Dropout(0.2), nn.Linear(128, 10))
+
+    def forward(self, x):
+        return self.layers(x)
+""", "pass"),
     Variant("1.2b", "MyMLP", "softmax_at_the_end", """
 class MyMLP(nn.Module):
     def __init__(self):
@@ -586,6 +606,16 @@ def evaluate(model, loader, device):
         for images, labels in loader:
             hits.append(model(images.to(device)).argmax(dim=1).eq(labels.to(device)))
     return torch.cat(hits).float().mean().item()
+""", "pass"),
+    Variant("1.2b", "evaluate", "compared_on_the_cpu", """
+def evaluate(model, loader, device):
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in loader:
+            predictions = model(images.to(device)).argmax(1).cpu()
+            correct += int((predictions == labels).sum())
+    return correct / len(loader.dataset)
 """, "pass"),
     Variant("1.2b", "evaluate", "no_eval_mode", EVALUATE.replace("    model.eval()\n", ""),
             "dropout"),

@@ -482,9 +482,13 @@ def test_the_speedrun_is_measured_on_the_code_that_defines_speednet_and_nothing_
         "HIDDEN = HIDDEN // 2  # a later rebinding reads the earlier one",
         "class SpeedNet(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
         "        self.c = block(1, 8)\n        self.fc = nn.Linear(8 * 26 * 26, HIDDEN)\n"
-        "    def forward(self, x):\n        return F.relu(self.fc(self.c(x).flatten(1)))",
+        "    def forward(self, x):\n        return act(self.fc(self.c(x).flatten(1)))",
         "speedrun_recipe = {'batch_size': 128}\nspeed = checks.speedrun(SpeedNet, speedrun_recipe)",
         "%%writefile foo.py\nprint('not python of this notebook')",
+        # changed after it was bound: the measured recipe is the one graded
+        "speedrun_recipe['batch_size'] = 256\nlr = 0.01\nlr *= 2\nspeedrun_recipe.update(lr=lr)",
+        # a helper SpeedNet's methods call, defined after the class: looked up when it runs
+        "%%time\ndef act(x):\n    return F.relu(x)\nrows = [h for h in range(3)]",
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     code = measure.program_slice(nb)
@@ -495,6 +499,8 @@ def test_the_speedrun_is_measured_on_the_code_that_defines_speednet_and_nothing_
     namespace: dict = {}
     exec(code, namespace)  # it runs on its own
     assert namespace["SpeedNet"]().fc.out_features == 128
+    assert namespace["speedrun_recipe"] == {"batch_size": 256, "lr": 0.02}
+    assert "rows" not in code and "def act" in code
     with pytest.raises(measure.MeasureError, match="speedrun_recipe never defined"):
         measure.program_slice(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cells[5])]))
 

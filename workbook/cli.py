@@ -25,6 +25,9 @@ Options = Callable[[argparse.ArgumentParser], None]
 
 #: Every command in registration order: ("data", "fetch") -> (handler, options).
 _COMMANDS: dict[tuple[str, ...], tuple[Handler, Options | None]] = {}
+#: The commands that need the instructors' repository (solutions/, the grader): a learner
+#: release (``workbook release``) has neither, and its command does not offer them.
+_INSTRUCTORS: set[tuple[str, ...]] = set()
 #: The one-line help of each command group (a group's actions are registered one by one).
 _GROUPS = {
     "data": "provision and check the MNIST data",
@@ -35,15 +38,32 @@ _GROUPS = {
 }
 
 
-def command(name: str, options: Options | None = None) -> Callable[[Handler], Handler]:
+def command(
+    name: str, options: Options | None = None, instructors: bool = False
+) -> Callable[[Handler], Handler]:
     """Register the decorated handler as ``workbook <name>`` ("data fetch": the action
-    ``fetch`` of the group ``data``), with ``options`` adding its arguments."""
+    ``fetch`` of the group ``data``), with ``options`` adding its arguments; ``instructors``:
+    only where the instructors' repository is (``_instructors_here``)."""
 
     def register(handler: Handler) -> Handler:
         _COMMANDS[tuple(name.split())] = (handler, options)
+        if instructors:
+            _INSTRUCTORS.add(tuple(name.split()))
         return handler
 
     return register
+
+
+def _instructors_here() -> bool:
+    """Is this the instructors' repository (the grader installed, solutions/ beside it), or
+    a learner release?"""
+    import importlib.util
+
+    checkout = Path(__file__).resolve().parent.parent  # where this package's files are
+    return (
+        importlib.util.find_spec("workbook.grading") is not None
+        and (checkout / "solutions").is_dir()
+    )
 
 
 def _fail(where: str, message: object, code: int = EXIT_FAIL) -> int:
@@ -298,7 +318,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@command("demo")
+@command("demo", instructors=True)
 def _cmd_demo(args: argparse.Namespace) -> int:
     """run the course end to end on the embedded defaults (what `make demo` runs)"""
     from workbook import demo
@@ -385,13 +405,13 @@ def _labs_in_sync(write: bool) -> int:
     )
 
 
-@command("labs build")
+@command("labs build", instructors=True)
 def _cmd_labs_build(args: argparse.Namespace) -> int:
     """write labs/ from solutions/: solution regions become stubs, outputs are cleared"""
     return _labs_in_sync(write=True)
 
 
-@command("labs check")
+@command("labs check", instructors=True)
 def _cmd_labs_check(args: argparse.Namespace) -> int:
     """regenerate in memory and fail on any difference from labs/ (drift or a leak)"""
     return _labs_in_sync(write=False)
@@ -405,7 +425,7 @@ def _site_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="the site's folder (default site/ or site-instructors/)")
 
 
-@command("site build", _site_options)
+@command("site build", _site_options, instructors=True)
 def _cmd_site_build(args: argparse.Namespace) -> int:
     """build site/: the pages, every notebook with the outputs of a current smoke run (reused from make demo, else executed), the DAGs, the experiments"""
     from workbook import site
@@ -419,7 +439,7 @@ def _cmd_site_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@command("site figures")
+@command("site figures", instructors=True)
 def _cmd_site_figures(args: argparse.Namespace) -> int:
     """redraw the committed figures of docs/images/ that the code draws (the lifecycle)"""
     from shared.io import atomic_write_bytes
@@ -435,7 +455,7 @@ def _site_serve_options(p: argparse.ArgumentParser) -> None:
     _site_options(p)
 
 
-@command("site serve", _site_serve_options)
+@command("site serve", _site_serve_options, instructors=True)
 def _cmd_site_serve(args: argparse.Namespace) -> int:
     """serve the built site on 127.0.0.1 (prints the URL; Ctrl-C stops)"""
     from workbook import site
@@ -589,7 +609,7 @@ def _grade_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-@command("grade", _grade_options)
+@command("grade", _grade_options, instructors=True)
 def _cmd_grade(args: argparse.Namespace) -> int:
     """grade learner notebooks: run each in a sandbox, then its lab's checks
 
@@ -737,6 +757,36 @@ def _grade_manual(sheet: Path, out: str | None) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- the release
+
+
+def _release_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", help="the folder to build it in (a new one, or an empty one)")
+
+
+@command("release", _release_options, instructors=True)
+def _cmd_release(args: argparse.Namespace) -> int:
+    """build what learners get in OUT: the labs without answers, the library, configs and set-up, a learner README; no solutions, grader, hidden check or quiz key (scanned before it is kept)"""
+    import shutil
+
+    from workbook import release
+
+    try:
+        out = release.build(args.out)
+    except release.ReleaseError as exc:
+        return _fail("release", exc, EXIT_USAGE)
+    problems = release.leaks(out)
+    if problems:
+        shutil.rmtree(out)
+        for problem in problems[:20]:
+            _fail("release", f"leak: {problem}")
+        return _fail("release", f"{len(problems)} leak(s): the release was not kept")
+    files = [f for f in out.rglob("*") if f.is_file()]
+    size = sum(f.stat().st_size for f in files)
+    print(f"release: {len(files)} files, {size / 1e6:.1f} MB in {out}; no leak found")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- the parser
 
 
@@ -759,7 +809,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
+    instructors = _instructors_here()
     for path, (handler, options) in _COMMANDS.items():
+        if path in _INSTRUCTORS and not instructors:
+            continue
         summary, description = _help_of(handler)
         where = sub
         if len(path) == 2:

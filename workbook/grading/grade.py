@@ -369,6 +369,9 @@ def _client_class():
 
         def output(self, outs, msg, display_id, cell_index):
             if msg["msg_type"] == "error":  # an error counts too, cut to what is left
+                if self.used > OUTPUT_CAP and any(o.get("output_type") == "error" for o in outs):
+                    self.truncated = True  # past the cap, one error per cell is enough
+                    return None
                 msg = {**msg, "content": _cut_error(msg["content"], OUTPUT_CAP - self.used)}
             self.used += _output_size(msg["content"])
             if self.used > OUTPUT_CAP and msg["msg_type"] != "error":
@@ -387,8 +390,11 @@ def _client_class():
 
 
 def _last_line(content: dict[str, Any]) -> str:
-    value = str(content.get("evalue", "")).strip()
-    value = value.splitlines()[-1] if value else ""
+    lines = [
+        line for line in str(content.get("evalue", "")).strip().splitlines()
+        if not line.startswith("[workbook grade:")
+    ]  # fmt: skip
+    value = lines[-1] if lines else ""
     return f"{content.get('ename', 'Error')}: {value}"[:300].rstrip(": ")
 
 
@@ -587,6 +593,7 @@ def _execute(
     from nbclient.exceptions import DeadKernelError
 
     results: dict[str, tuple[str, str]] = {}
+    startup_failed = False
     cgroup = sandbox.Cgroup.create(limits)
     report.limits = _limits_line(limits, cgroup) + (
         f"; check time limits x{speed:.1f} (this machine's speed now)" if speed > 1 else ""
@@ -607,15 +614,19 @@ def _execute(
     except DeadKernelError:
         rest = (NOT_REACHED, _kernel_death(report, box, limits, cgroup))
     except RuntimeError:  # jupyter_client: "Kernel died before replying to kernel_info"
-        why = sandbox.python_problem(box["root"], box["cwd"], hide) if kind == "bwrap" else None
-        if why is None:
+        if kind != "bwrap" or box.get("started"):
             raise
-        report.status, report.message = "grader error", why
-        rest = (NOT_REACHED, why)
+        startup_failed = True
     finally:
         if cgroup is not None:  # whatever the kernel left behind, even without bubblewrap
             cgroup.kill_all()
             cgroup.remove()
+    if startup_failed:  # no learner code ran: ask why the grader's Python did not start
+        why = sandbox.python_problem(box["root"], box["cwd"], hide)
+        if why is None:
+            raise RuntimeError("the kernel did not start, and the grader's Python does")
+        report.status, report.message = "grader error", why
+        rest = (NOT_REACHED, why)
     report.output_truncated = client.truncated
     _record_checks(report, lab, run_nb, results, rest)
     for cell in run_nb.cells:  # the executed copy never carries the hidden checks' code
@@ -651,6 +662,7 @@ def _run_in_kernel(
             stderr=log,
         ),  # fmt: skip
     ):
+        box["started"] = True  # from here on, learner code may have run
         _run_submission(client, run_nb, numbers, timeout, report)
         reason = ""
         if report.status == "timeout" and not _kernel_answers(client, run_nb):

@@ -53,10 +53,16 @@ class MeasureError(Exception):
 
 # --------------------------------------------------------------------------- the slice
 
+#: Cell magics whose body is Python run at once (the slice reads the body).
+_BODY_MAGICS = ("%%time", "%%timeit", "%%capture")
+#: symtable's names for comprehension scopes, which run where they stand.
+_COMPREHENSIONS = {"listcomp", "setcomp", "dictcomp", "genexpr"}
+
 
 def _statements(nb: nbformat.NotebookNode) -> list[ast.stmt]:
     """Every top-level statement of the notebook's code cells, in order (IPython's syntax,
-    magics included, turned into Python first; a cell that is not Python is skipped)."""
+    magics included, turned into Python first; the body of a %%time or %%capture cell is
+    read as Python; a cell that is not Python is skipped)."""
     from IPython.core.inputtransformer2 import TransformerManager
 
     manager = TransformerManager()
@@ -64,23 +70,36 @@ def _statements(nb: nbformat.NotebookNode) -> list[ast.stmt]:
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
+        source = cell.source
+        first, _, body = source.partition("\n")
+        if first.split()[:1] and first.split()[0] in _BODY_MAGICS:
+            source = body
         try:
-            out += ast.parse(manager.transform_cell(cell.source)).body
-        except SyntaxError:
+            tree = ast.parse(manager.transform_cell(source))
+            symtable.symtable(ast.unparse(tree), "<cell>", "exec")  # what _uses will read
+        except (SyntaxError, ValueError):
             continue
+        out += tree.body
     return out
 
 
-def _binds(stmt: ast.stmt) -> set[str]:
-    """The module-level names a statement binds (not those inside its functions/classes)."""
+def _binds(stmt: ast.stmt) -> tuple[set[str], bool]:
+    """The module-level names a statement binds (not inside its functions, classes or
+    comprehensions), and whether it surely does: False for one inside an if, a loop, a
+    try or a with, which may leave an earlier binding in place."""
     names: set[str] = set()
+    sure = isinstance(
+        stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Import | ast.ImportFrom
+        | ast.Assign | ast.AnnAssign | ast.AugAssign,
+    )  # fmt: skip
     todo: list[ast.AST] = [stmt]
     while todo:
         node = todo.pop()
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(node.name)
             continue
-        if isinstance(node, ast.Lambda):
+        if isinstance(node, ast.Lambda | ast.ListComp | ast.SetComp | ast.DictComp
+                      | ast.GeneratorExp):  # fmt: skip
             continue
         if isinstance(node, ast.Import | ast.ImportFrom):
             names.update((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
@@ -88,42 +107,85 @@ def _binds(stmt: ast.stmt) -> set[str]:
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             names.add(node.id)
         todo.extend(ast.iter_child_nodes(node))
-    return names
+    return names, sure
 
 
-def _uses(stmt: ast.stmt) -> set[str]:
-    """The module-level names a statement reads, its functions' and classes' bodies
-    included (a method that calls ``F.relu`` needs ``F``), their own locals excluded."""
-    table = symtable.symtable(ast.unparse(stmt), "<slice>", "exec")
+def _changes(stmt: ast.stmt) -> set[str]:
+    """Names a statement changes without binding them: ``recipe["lr"] = 0.01``,
+    ``SpeedNet.width = 64``, ``recipe.update(...)``, ``del recipe["x"]``."""
     names: set[str] = set()
-    todo = [(table, True)]
-    while todo:
-        scope, top = todo.pop()
-        for sym in scope.get_symbols():
-            if sym.is_referenced() and (top or sym.is_global()):
-                names.add(sym.get_name())
-        todo += [(child, False) for child in scope.get_children()]
+    targets: list[ast.AST] = []
+    if isinstance(stmt, ast.Assign | ast.Delete):
+        targets = list(stmt.targets)
+    elif isinstance(stmt, ast.AugAssign | ast.AnnAssign):
+        targets = [stmt.target]
+    elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+        targets = [stmt.value.func]  # recipe.update(...): the object the method is called on
+    for target in targets:
+        while isinstance(target, ast.Subscript | ast.Attribute):
+            target = target.value
+            if isinstance(target, ast.Name):
+                names.add(target.id)
     return names
+
+
+def _uses(stmt: ast.stmt) -> tuple[set[str], set[str]]:
+    """The module-level names a statement reads: (now, as it runs; later, when a function
+    it defines is called: a method's ``F.relu`` is looked up when SpeedNet is built, so
+    from the end of the notebook)."""
+    table = symtable.symtable(ast.unparse(stmt), "<slice>", "exec")
+    now, later = set(), set()
+    if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
+        now.add(stmt.target.id)  # x += 1 reads x
+    todo = [(table, "top")]
+    while todo:
+        scope, when = todo.pop()
+        for sym in scope.get_symbols():
+            if sym.is_referenced() and (when == "top" or sym.is_global()):
+                (later if when == "later" else now).add(sym.get_name())
+        for child in scope.get_children():
+            deferred = child.get_type() == "function" and child.get_name() not in _COMPREHENSIONS
+            todo.append((child, "later" if when == "later" or deferred else "now"))
+    return now, later
 
 
 def program_slice(nb: nbformat.NotebookNode, targets: Sequence[str] = TARGETS) -> str:
-    """The source of the submission's top-level statements that ``targets`` need: walking
-    back from the end of the notebook, each statement that binds a needed name is kept and
-    the names it reads become needed in turn. What defines SpeedNet comes with its imports
-    and helpers, and none of the rest (the loading of the data, the other exercises).
-    MeasureError when a target is never bound."""
+    """The source of the submission's top-level statements that ``targets`` need: for each
+    needed name, the statement that last bound it before it is read (and earlier ones when
+    that binding is conditional), every statement that changed it in between
+    (``recipe["lr"] = ...``), and, in turn, the names those statements read; a name read
+    inside a function or a method is looked up from the end of the notebook, where
+    SpeedNet is built. Star imports are always kept. What defines SpeedNet comes with its
+    imports and helpers, and none of the rest (the loading of the data, the other
+    exercises). MeasureError when a target is never bound."""
     statements = _statements(nb)
-    needed, kept = set(targets), []
-    for stmt in reversed(statements):
-        bound = _binds(stmt) & needed
-        if not bound:
+    end = len(statements)
+    kept = {i for i, s in enumerate(statements)
+            if isinstance(s, ast.ImportFrom) and any(a.name == "*" for a in s.names)}  # fmt: skip
+    todo = [(name, end) for name in targets]
+    seen: set[tuple[str, int]] = set()
+    found: set[str] = set()
+    while todo:
+        name, before = todo.pop()
+        if (name, before) in seen:
             continue
-        kept.append(stmt)
-        needed = (needed - _binds(stmt)) | _uses(stmt)
-    missing = [t for t in targets if not any(t in _binds(s) for s in kept)]
+        seen.add((name, before))
+        for i in range(before - 1, -1, -1):
+            binds, sure = _binds(statements[i])
+            if name not in binds and name not in _changes(statements[i]):
+                continue
+            if i not in kept:
+                kept.add(i)
+                now, later = _uses(statements[i])
+                todo += [(n, i) for n in now] + [(n, end) for n in later]
+            if name in binds:
+                found.add(name)
+                if sure:
+                    break
+    missing = [t for t in targets if t not in found]
     if missing:
         raise MeasureError(f"{' and '.join(missing)} never defined at the top of a cell")
-    return "\n".join(ast.unparse(s) for s in reversed(kept)) + "\n"
+    return "\n".join(ast.unparse(statements[i]) for i in sorted(kept)) + "\n"
 
 
 # --------------------------------------------------------------------------- one run

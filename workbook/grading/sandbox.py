@@ -63,15 +63,22 @@ def bwrap_problem() -> str | None:
         return "bubblewrap (bwrap) is not installed"
     with tempfile.TemporaryDirectory(prefix="workbook-bwrap-probe-") as tmp:
         try:
-            probe = subprocess.run(
-                [*bwrap_command(Path(tmp), Path(tmp)), "true"],
-                capture_output=True, text=True, timeout=30,
-            )  # fmt: skip
+            probe = _start_python(Path(tmp), Path(tmp))
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"bwrap did not run: {exc}"
     if probe.returncode != 0:
-        return f"bwrap cannot create namespaces here: {probe.stderr.strip()[:200]}"
+        last = (probe.stderr.strip().splitlines() or ["no message"])[-1][:200]
+        return f"bwrap cannot start the grader's Python as the kernel user here: {last}"
     return None
+
+
+def _start_python(box_root: Path, cwd: Path, extra_hidden: Sequence[Path] = ()):
+    """Start the grader's Python as a kernel starts: in bubblewrap with these mounts, as the
+    kernel's user, importing ipykernel (isolated: nothing from the folders it can write)."""
+    command = [*bwrap_command(box_root, cwd, extra_hidden), *drop_privileges(box_root)]
+    command += [sys.executable, "-I", "-c", "import ipykernel"]
+    env = {k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ}
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 
 def choose(mode: str) -> str:
@@ -181,8 +188,9 @@ def bwrap_command(box_root: Path, cwd: Path, extra_hidden: Sequence[Path] = ()) 
     hidden = hidden_paths(extra_hidden)
     command = [
         shutil.which("bwrap") or "bwrap",
-        "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs",
-        "/tmp",
+        "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+        # a root grader's kernel user must be able to write its own temp (bubblewrap 0.5+)
+        *(["--perms", "1777"] if os.geteuid() == 0 else []), "--tmpfs", "/tmp",
     ]  # fmt: skip
     for path in hidden:
         command += ["--tmpfs", str(path)]
@@ -214,7 +222,10 @@ def bwrap_command(box_root: Path, cwd: Path, extra_hidden: Sequence[Path] = ()) 
 def _reachable(path: Path, covering: Sequence[Path]) -> list[str]:
     """bubblewrap's arguments that make the folders above ``path`` inside an empty (tmpfs)
     folder traversable by anyone: bubblewrap would make them 0700, which the unprivileged
-    kernel user cannot pass through."""
+    kernel user of a root grader cannot pass through (bubblewrap 0.5+; not needed, so not
+    asked for, when the grader is not root)."""
+    if os.geteuid() != 0:
+        return []
     out: list[str] = []
     for parent in reversed(path.parents):
         if any(_inside(parent, h) and parent != h for h in covering):
@@ -226,12 +237,8 @@ def python_problem(box_root: Path, cwd: Path, extra_hidden: Sequence[Path] = ())
     """Why the grader's Python cannot start a kernel inside bubblewrap, or None when it can:
     asked after a kernel died before it answered, so the report names the cause (an
     environment the sandbox hides) instead of a dead kernel."""
-    import subprocess
-
-    command = bwrap_command(box_root, cwd, extra_hidden)
-    command += [sys.executable, "-c", "import ipykernel"]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        done = _start_python(box_root, cwd, extra_hidden)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"the sandbox could not run the grader's Python: {exc}"
     if done.returncode == 0:

@@ -1,0 +1,325 @@
+"""``workbook release OUT``: the folder learners get, built from this repository.
+
+nbgrader keeps an instructor's ``source/`` apart from the ``release/`` students receive;
+here the repository is the source (instructors keep it, a private fork) and the release is
+what they publish. It holds what a learner runs: the lab notebooks (exercises without their
+answers), the ``shared`` library the notebooks import, the configs, the DAG the labs name
+(``notebook_experiments``), the set-up (scripts, lock), the learner pages of the docs and
+the ``workbook`` command without its grader; a learner README and Makefile of its own.
+
+Left out: ``solutions/``, the grader (``workbook/grading/``: the hidden checks and their
+suite), the tests (they read the solutions), the DAGs promoted from the solutions
+(``dags/lab1_1_first_dag.py``, Lab 1.4's ``my_*.py``, and ``mnist_training_pipeline.py``, Lab
+1.4's answer in the package's words), the instructor and maintainer pages and scripts. A
+learner's own promoted DAGs are theirs: the release's ``.gitignore`` keeps them untracked.
+``leaks`` scans a release for what must not be in it (tests/test_release.py runs it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from shared.io import atomic_write_text
+
+#: The repository this package is part of: what a release is built from.
+CHECKOUT = Path(__file__).resolve().parent.parent
+#: What is copied, as it is (folders whole, minus caches and LEFT_OUT).
+COPIED = (
+    "labs",
+    "shared",
+    "configs",
+    "environment.yml",
+    "requirements.lock",
+    "dags/.airflowignore",
+    "dags/notebook_experiments.py",
+    "scripts/setup.sh",
+    "scripts/setup_stamp.py",
+    "scripts/lab.sh",
+    "scripts/airflow.sh",
+    "docs/install.md",
+    "docs/data.md",
+    "docs/airflow.md",
+    "docs/course.md",
+    "docs/images",
+    "workbook",
+)
+#: Inside what is copied, never in a release.
+LEFT_OUT = ("workbook/grading", "workbook/release.py", "configs/experiments/mine")
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
+
+
+class ReleaseError(ValueError):
+    """The release cannot be built where asked (the message says why)."""
+
+
+def build(out: str | os.PathLike[str], source: Path | None = None) -> Path:
+    """Build the release in ``out`` (a new folder, or an empty one), atomically: it is made
+    beside ``out`` and moved into place whole, so a failed build leaves nothing behind."""
+    source = source or CHECKOUT
+    out = Path(out).resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ReleaseError(f"{out} exists and is not an empty folder")
+    if source.resolve() in (out, *out.parents):
+        raise ReleaseError(f"{out} is inside the repository it is built from")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        for rel in COPIED:
+            src, dst = source / rel, tmp / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst, ignore=IGNORED)
+            else:
+                shutil.copy2(src, dst)
+        for rel in LEFT_OUT:
+            shutil.rmtree(tmp / rel, ignore_errors=True)
+        _write_learner_files(source, tmp)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_learner_files(source: Path, tmp: Path) -> None:
+    """The files a release has in its own words: pyproject (without the grader's package),
+    the Makefile, the README, the .gitignore."""
+    pyproject = (source / "pyproject.toml").read_text()
+    packages = 'packages = ["shared", "workbook", "workbook.grading"]'
+    if packages not in pyproject:
+        raise ReleaseError(f"pyproject.toml no longer lists {packages}: update release.py")
+    atomic_write_text(
+        tmp / "pyproject.toml", pyproject.replace(packages, 'packages = ["shared", "workbook"]')
+    )
+    atomic_write_text(tmp / "Makefile", MAKEFILE)
+    atomic_write_text(tmp / "README.md", README.format(labs=_lab_table(source)))
+    atomic_write_text(tmp / ".gitignore", GITIGNORE)
+
+
+def _lab_table(source: Path) -> str:
+    """The labs, one row each: the notebook and its first heading."""
+    rows = []
+    for nb_path in sorted((source / "labs").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(nb_path, as_version=4)
+        title = next(
+            (c.source.lstrip("# ").splitlines()[0] for c in nb.cells if c.cell_type == "markdown"),
+            nb_path.stem,
+        )
+        rows.append(f"| `labs/{nb_path.name}` | {title} |")
+    return "\n".join(["| notebook | lab |", "|---|---|", *rows])
+
+
+MAKEFILE = """\
+# The MLOps Foundations workbook, learner edition. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export AIRFLOW_HOME := $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help setup lab test airflow airflow-stop dags-test clean
+
+help: ## list the targets
+\t@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\\n", $$1, $$2}'
+
+setup: ## create .venv from the lock file, register the kernel, fetch and verify MNIST
+\t@scripts/setup.sh
+
+lab: setup ## JupyterLab on 127.0.0.1, opened at the labs
+\t@scripts/lab.sh
+
+test: setup ## check the set-up: the data's digests, the configs, the library and Airflow import
+\t@$(BIN)/workbook data validate
+\t@$(BIN)/workbook config check configs/default.yaml
+\t@$(BIN)/workbook config check configs/smoke.yaml
+\t@$(BIN)/python -c "import airflow.sdk, torch, shared.checks; print('set-up: the library, torch and Airflow import')"
+
+airflow: setup ## the Airflow UI on http://127.0.0.1:8080
+\t@scripts/airflow.sh start
+
+airflow-stop: ## stop the Airflow processes `make airflow` started
+\t@scripts/airflow.sh stop
+
+dags-test: setup ## one DAG for one date: make dags-test DAG=lab1_1_first_dag DATE=2024-01-01
+\t@$(BIN)/airflow dags test $(DAG) $(DATE)
+
+clean: airflow-stop ## remove runs and Airflow's home (keeps .venv and data/)
+\trm -rf runs registry artifacts .airflow
+"""
+
+README = """\
+# MLOps Foundations: the labs
+
+Phase 1 of a hands-on MLOps course: the ML lifecycle, Airflow 3 running your own DAGs,
+PyTorch training on MNIST, and config-driven experiments. Everything runs on a laptop CPU,
+offline once set up.
+
+## Two commands
+
+```bash
+make lab    # set-up (a Python environment, the MNIST data), then JupyterLab at the labs
+make test   # check the set-up: the data, the configs, the libraries
+```
+
+The first run of either sets everything up (a few minutes: the locked packages, then MNIST,
+checked against its published digests); later runs only verify. Python 3.11 to 3.13, Linux
+or macOS (Windows: WSL2). `docs/install.md` has the details, `docs/data.md` the data.
+
+## The labs
+
+{labs}
+
+Work through them in order. Each exercise is a cell with `# YOUR CODE HERE`: run the check
+under it, read what it says, and change your code until it passes; the hints below an
+exercise open one at a time. Questions answered in words go in the cells marked for them.
+Your instructor grades the notebooks you hand in, with the checks you see and with more.
+
+## Airflow
+
+`make airflow` starts Airflow's UI on http://127.0.0.1:8080 with the DAGs in `dags/`; the
+labs promote your own DAGs there (they are yours: `.gitignore` keeps them out of git).
+`docs/airflow.md` says more.
+"""
+
+GITIGNORE = """\
+.venv/
+__pycache__/
+*.egg-info/
+.ipynb_checkpoints/
+/data/
+/runs/
+/registry/
+/artifacts/
+/.airflow/
+/configs/experiments/mine/
+# the DAGs you promote from the labs are your own work
+/dags/*.py
+!/dags/notebook_experiments.py
+"""
+
+
+# --------------------------------------------------------------------------- leaks
+
+
+@dataclass(frozen=True)
+class Secret:
+    what: str  # where it comes from: a solution notebook, a hidden check
+    text: str  # what must not be found
+
+
+#: Shorter lines are too common to say anything (``model.train()``, ``return total / seen``).
+MIN_LINE = 24
+
+
+def _lines(text: str) -> set[str]:
+    return {" ".join(line.split()) for line in text.splitlines() if line.strip()}
+
+
+def _public_text(source: Path) -> str:
+    """What learners see anyway, whitespace normalised per line: the ``shared`` library
+    and the generated labs."""
+    parts = [py.read_text() for py in sorted((source / "shared").rglob("*.py"))]
+    for nb_path in sorted((source / "labs").glob("*.ipynb")):
+        parts += [cell.source for cell in nbformat.read(nb_path, as_version=4).cells]
+    return "\n".join(sorted(_lines("\n".join(parts))))
+
+
+def secrets(source: Path | None = None) -> list[Secret]:
+    """What a release must not hold: every solution region's answer as a block (its lines
+    in order), each of its lines that learners see nowhere else (``_public_text``: a
+    ``splits = data.load_splits(`` the labs show is no secret), every written question's
+    model answer, and each hidden check's id, function name and lines of its own."""
+    import inspect
+
+    from workbook import labs
+    from workbook.grading import suites
+
+    source = source or CHECKOUT
+    public = _public_text(source)
+    found: list[Secret] = []
+    for sol in labs.solution_files(source / "solutions"):
+        where = f"solutions/{sol.name}"
+        for cell in nbformat.read(sol, as_version=4).cells:
+            if labs.answer_id(cell):
+                found += [Secret(where, s) for s in _lines(labs.answer_text(cell)) if len(s) >= 40]
+                continue
+            if cell.cell_type != "code":
+                continue
+            for region in labs.parse_regions(cell.source, sol.name)[1]:
+                block = [" ".join(line.split()) for line in region.answer if line.strip()]
+                if len(block) >= 2:
+                    found.append(Secret(where, "\n".join(block)))
+                found += [
+                    Secret(where, line)
+                    for line in block
+                    if len(line) >= MIN_LINE and not line.startswith("#") and line not in public
+                ]
+    for lab in suites.LABS.values():
+        for check in lab.checks:
+            if check.public:
+                continue
+            found.append(Secret(f"hidden check of Lab {lab.id}", check.id))
+            func = getattr(check.run, "__name__", "<lambda>")
+            if func == "<lambda>":
+                continue
+            found.append(Secret(f"hidden check {check.id}", func))
+            found += [
+                Secret(f"hidden check {check.id}", line)
+                for line in sorted(_lines(inspect.getsource(check.run)))
+                if len(line) >= MIN_LINE
+                and not line.startswith(("#", '"""', "def "))
+                and line not in public
+            ]
+    return list(dict.fromkeys(found))  # each once, in order
+
+
+def _texts(root: Path) -> Iterator[tuple[Path, str]]:
+    """Every text file under ``root``, whitespace normalised per line (a notebook's JSON
+    read as its cells' sources and outputs, so a line is found whatever its escaping)."""
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix == ".ipynb":
+            nb = nbformat.read(path, as_version=4)
+            parts = [c.source for c in nb.cells]
+            parts += [str(o) for c in nb.cells for o in c.get("outputs", [])]
+            text = "\n".join(parts)
+        else:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                continue  # a picture, a binary
+        yield path, "\n".join(" ".join(line.split()) for line in text.splitlines())
+
+
+def leaks(release: Path, source: Path | None = None) -> list[str]:
+    """What ``release`` holds that it must not: the files (solutions, the grader, answer
+    DAGs) and every secret (``secrets``) found in any of its text files, one line each."""
+    release = Path(release)
+    out = []
+    for rel in ("solutions", "workbook/grading", "tests", "dags/lab1_1_first_dag.py",
+                "dags/mnist_training_pipeline.py"):  # fmt: skip
+        if (release / rel).exists():
+            out.append(f"{rel} is in the release")
+    out += [f"{p.relative_to(release)} is in the release" for p in release.glob("dags/my_*.py")]
+    wanted = secrets(source)
+    words = re.compile(r"\w+")
+    ids = {s.text for s in wanted if words.fullmatch(s.text)}
+    for path, text in _texts(release):
+        tokens = set(words.findall(text))
+        for s in wanted:
+            hit = s.text in tokens if s.text in ids else s.text in text
+            if hit:
+                out.append(f"{path.relative_to(release)}: {s.what}: {s.text[:80]!r}")
+    return out
