@@ -33,9 +33,14 @@ def test_the_release_holds_what_a_learner_runs_and_none_of_the_instructors_files
                 "workbook/cli.py"):  # fmt: skip
         assert (built / rel).is_file(), rel
     for rel in ("solutions", "workbook/grading", "tests", "dags/lab1_1_first_dag.py",
-                "dags/my_trainer.py", "dags/mnist_training_pipeline.py", "docs/instructors.md"):  # fmt: skip
+                "dags/my_trainer.py", "dags/mnist_training_pipeline.py", "docs/instructors.md",
+                "workbook/release.py"):  # fmt: skip
         assert not (built / rel).exists(), rel
     assert 'packages = ["shared", "workbook"]' in (built / "pyproject.toml").read_text()
+    lab = (built / "labs" / "01_lab1_1_first_airflow_dag.ipynb").read_text()
+    assert (
+        "solutions/" not in lab and "solutions/" not in (built / "labs" / "README.md").read_text()
+    )
     readme = (built / "README.md").read_text()
     assert "make lab" in readme and "make test" in readme and "04_lab1_4_your_pipeline" in readme
 

@@ -80,7 +80,11 @@ def build(out: str | os.PathLike[str], source: Path | None = None) -> Path:
             else:
                 shutil.copy2(src, dst)
         for rel in LEFT_OUT:
-            shutil.rmtree(tmp / rel, ignore_errors=True)
+            if (tmp / rel).is_dir():
+                shutil.rmtree(tmp / rel)
+            elif (tmp / rel).exists():
+                (tmp / rel).unlink()
+        _strip_generator_marks(tmp / "labs")
         _write_learner_files(source, tmp)
         if out.exists():
             out.rmdir()
@@ -89,6 +93,18 @@ def build(out: str | os.PathLike[str], source: Path | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _strip_generator_marks(folder: Path) -> None:
+    """The labs without the generator's metadata (which names the solution each was made
+    from, and says an edit is lost: true in the instructors' repository only)."""
+    from workbook.labs import GENERATED_KEY
+    from workbook.notebooks import dumps
+
+    for path in sorted(folder.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        nb.metadata.pop(GENERATED_KEY, None)
+        atomic_write_text(path, dumps(nb))
 
 
 def _write_learner_files(source: Path, tmp: Path) -> None:
@@ -104,6 +120,7 @@ def _write_learner_files(source: Path, tmp: Path) -> None:
     atomic_write_text(tmp / "Makefile", MAKEFILE)
     atomic_write_text(tmp / "README.md", README.format(labs=_lab_table(source)))
     atomic_write_text(tmp / ".gitignore", GITIGNORE)
+    atomic_write_text(tmp / "labs" / "README.md", LABS_README)
 
 
 def _lab_table(source: Path) -> str:
@@ -130,7 +147,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup lab test airflow airflow-stop dags-test clean
+.PHONY: help setup lab test airflow airflow-stop dags-test bench clean
 
 help: ## list the targets
 \t@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\\n", $$1, $$2}'
@@ -154,7 +171,12 @@ airflow-stop: ## stop the Airflow processes `make airflow` started
 \t@scripts/airflow.sh stop
 
 dags-test: setup ## one DAG for one date: make dags-test DAG=lab1_1_first_dag DATE=2024-01-01
-\t@$(BIN)/airflow dags test $(DAG) $(DATE)
+\t@test -n "$(DAG)" || { echo "usage: make dags-test DAG=<dag_id> [DATE=YYYY-MM-DD, default today]" >&2; exit 2; }
+\t@$(BIN)/airflow db migrate > /dev/null
+\t@$(BIN)/airflow dags test $(DAG) $(or $(DATE),$(shell date -u +%F))
+
+bench: setup ## speed benchmarks: training and DAG parse times
+\t@$(BIN)/workbook bench
 
 clean: airflow-stop ## remove runs and Airflow's home (keeps .venv and data/)
 \trm -rf runs registry artifacts .airflow
@@ -192,6 +214,13 @@ Your instructor grades the notebooks you hand in, with the checks you see and wi
 `make airflow` starts Airflow's UI on http://127.0.0.1:8080 with the DAGs in `dags/`; the
 labs promote your own DAGs there (they are yours: `.gitignore` keeps them out of git).
 `docs/airflow.md` says more.
+"""
+
+LABS_README = """\
+# The labs
+
+Open them with `make lab`, in order: 00 (the lifecycle and four habits), then Labs 1.1 to 1.4.
+Each saves its work in the notebook itself; your DAGs are promoted into `../dags/`.
 """
 
 GITIGNORE = """\
