@@ -747,6 +747,7 @@ def grade(
         report.seconds = time.monotonic() - start
         return report
     report.lab, report.title = lab.id, lab.title
+    speed = speed_factor() if speed is None else speed  # once: the checks' and the measurement's
     hidden = [Path(h) for h in hide] + [path.resolve().parent]
     if executed_to is not None:
         Path(executed_to).resolve().parent.mkdir(parents=True, exist_ok=True)
@@ -759,14 +760,14 @@ def grade(
         shutil.copyfile(path, box["cwd"] / lab.notebook)
         run_nb, numbers = _prepare(nb, lab, measure)
         _execute(run_nb, numbers, lab, box, timeout, report, limits or Limits(), kind, hidden,
-                 speed_factor() if speed is None else speed)  # fmt: skip
+                 speed)  # fmt: skip
         if executed_to is not None:
             atomic_write_text(Path(executed_to), dumps(run_nb))
     if measure and repeats:
         from workbook.grading import measure as measuring
 
         measuring.measure_reports([report], [path], repeats, limits, sandbox_mode, hide,
-                                  speed_factor() if speed is None else speed)  # fmt: skip
+                                  speed)  # fmt: skip
     report.seconds = time.monotonic() - start
     return report
 
