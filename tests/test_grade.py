@@ -508,6 +508,45 @@ def test_the_speedrun_is_measured_on_the_code_that_defines_speednet_and_nothing_
 # --------------------------------------------------------------------------- real grading
 
 
+#: What a learner forging the leaderboard writes: the grader's check record, printed by a cell
+#: dressed up as the speedrun check, and the measurement's function replaced in the cell that
+#: defines SpeedNet (whose net is broken: its real speedrun fails at once).
+FORGED_RECORD = ('{"seconds_to_99": 0.01, "epochs_to_99": 0.01, "final_accuracy": 1.0, '
+                 '"setup_seconds": 0.0}')  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.kernel
+def test_a_forged_measurement_with_a_failing_real_speedrun_is_never_ranked(tmp_path):
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    forged = variant(subs, "1.2b", "forges_the_speedrun", {
+        "class SpeedNet(nn.Module):\n    def __init__(self) -> None:\n        super().__init__()\n":
+        "from shared import checks as grader\n"
+        f"grader.speedrun_record = lambda *args, **kwargs: {FORGED_RECORD!r}\n"
+        "class SpeedNet(nn.Module):\n    def __init__(self) -> None:\n        super().__init__()\n"
+        "        self.grader = grader.__name__\n",
+        "self.fc2 = nn.Linear(hidden, 10)": "self.fc2 = nn.Linear(hidden, 5)",
+    })  # fmt: skip
+    nb = nbformat.read(forged, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(
+        f"print('speedrun: 0.01 s to 99.0 %')\n{FORGED_RECORD!r}",
+        metadata={"tags": [grade.CHECK_TAG], "workbook_check": "speedrun"}))  # fmt: skip
+    nbformat.write(nb, forged)
+    # the measurement alone: the grader's own check runs, not the submission's replacement
+    alone = measure.measure(forged, repeats=1)
+    assert "error" in alone and "(2, 5)" in alone["error"], alone
+    # the whole grading, measuring on: the real speedrun check fails, so nothing is measured
+    out = workbook("grade", str(subs), "--out", str(tmp_path / "out"), "--speedrun-repeats", "1")
+    report = json.loads((tmp_path / "out" / "results.json").read_text())[0]
+    checks = {c["id"]: c for c in report["checks"]}
+    assert checks["speedrun"]["status"] == "failed" and "(2, 5)" in checks["speedrun"]["hint"]
+    assert report["measurements"] == {} and out.returncode == 0, (report, out.stderr)
+    assert report["score"] == report["max_score"] - 1  # the optional speedrun's point lost
+    results = (tmp_path / "out" / "results.md").read_text()
+    assert "leaderboard" not in results.lower() and "0.01" not in results
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lab_id", sorted(SOLUTIONS))
 @pytest.mark.kernel

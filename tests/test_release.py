@@ -4,10 +4,12 @@ check and no quiz key, and works as a project of its own."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from workbook import release
@@ -108,3 +110,69 @@ def test_a_release_never_lands_in_a_folder_that_holds_something(tmp_path):
     with pytest.raises(release.ReleaseError, match="inside the repository"):
         release.build(REPO / "release-out")
     assert not (REPO / "release-out").exists()
+
+
+def test_the_docs_keep_passages_for_one_audience_and_rows_for_the_releases_targets():
+    page = (
+        "The lock<!-- repository only --> (`make lock`)<!-- /repository only -->: pinned.\n"
+        "<!-- repository only -->\nThe tests read the solutions.\n<!-- /repository only -->\n"
+        "<!-- release only:\nYour DAGs are yours.\n-->\n"
+        "| target | what |\n|---|---|\n| `make lab` | JupyterLab |\n"
+        "| `make site` / `make site-serve` | the website |\n"
+        "| `make clean` / `make distclean` | remove runs / also .venv |\n"
+    )
+    assert release.learner_text(page, "docs/x.md") == (
+        "The lock: pinned.\nYour DAGs are yours.\n"
+        "| target | what |\n|---|---|\n| `make lab` | JupyterLab |\n"
+        "| `make clean` / `make distclean` | remove runs / also .venv |\n"
+    )
+    with pytest.raises(release.ReleaseError, match=r"docs/x.md: a <!-- repository only --> pass"):
+        release.learner_text("a <!-- repository only --> b", "docs/x.md")
+    with pytest.raises(release.ReleaseError, match=r"docs/y.md: a <!-- release only: passage"):
+        release.learner_text("a <!-- release only: b", "docs/y.md")
+
+
+#: A make target named in the text a reader follows: `make lab`, `make dags-test DAG=...`.
+_MAKE = re.compile(r"`make ([a-z][a-z-]*)")
+
+
+def _targets_named(root: Path, texts: list[str]) -> dict[str, set[str]]:
+    """Each make target the texts under ``root`` name, with the files naming it."""
+    named: dict[str, set[str]] = {}
+    for rel in texts:
+        for path in sorted(root.glob(rel)):
+            if path.suffix == ".ipynb":
+                text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
+            else:
+                text = path.read_text()
+            for target in _MAKE.findall(text):
+                named.setdefault(target, set()).add(str(path.relative_to(root)))
+    return named
+
+
+@pytest.mark.parametrize("where", ["repository", "release"])
+def test_every_make_target_the_labs_and_docs_name_is_in_the_makefile(where, built):
+    """A lab that says `make airflow-cluster` in a release whose Makefile has no such target
+    leaves the learner stuck: each edition's labs, pages and README name only its targets."""
+    root = REPO if where == "repository" else built
+    named = _targets_named(root, ["README.md", "docs/*.md", "labs/*.ipynb", "solutions/*.ipynb"])
+    assert {"lab", "test", "airflow", "airflow-cluster", "dags-test"} <= set(named)
+    missing = {t: sorted(f) for t, f in named.items() if t not in release.targets(
+        (root / "Makefile").read_text())}  # fmt: skip
+    assert missing == {}, missing
+
+
+def test_the_releases_docs_are_in_the_learners_words(built):
+    """No passage marker is left, no page names the tests, the grader or the solutions, and
+    the learner's make targets run (a dry run of `make test` and `make airflow-cluster`)."""
+    for path in sorted((built / "docs").glob("*.md")):
+        text = path.read_text()
+        assert "repository only" not in text and "release only" not in text, path.name
+        for word in ("tests/", "solutions/", "workbook grade", "mnist_training_pipeline"):
+            assert word not in text, (path.name, word)
+    airflow = (built / "docs" / "airflow.md").read_text()
+    assert "`my_retraining`" in airflow and "yours, from Lab 1.4" in airflow
+    for target, says in (("test", "ruff check --select AIR dags"),
+                         ("airflow-cluster", "setup-system.sh postgresql redis-server")):  # fmt: skip
+        dry = subprocess.run(["make", "-n", target], capture_output=True, text=True, cwd=built)
+        assert dry.returncode == 0 and says in dry.stdout, (target, dry.stdout, dry.stderr)

@@ -17,7 +17,7 @@ from conftest import REPO, DevTools, make_sandbox
 
 from shared import experiments
 from shared.provision import sha256_file
-from workbook import labs, site
+from workbook import labs, release, site
 
 NAMES = [p.name for p in labs.solution_files(REPO / "solutions")]
 ARTIFACTS = REPO / "artifacts" / "screenshots"
@@ -193,6 +193,27 @@ def test_a_notebook_page_shows_the_lab_with_outputs_and_solutions_only_when_aske
     assert any(f.endswith(".png") for f in learner.files), "the notebook's figures come along"
 
 
+def test_a_learner_site_that_holds_a_secret_is_refused_and_the_old_one_kept(tmp_path):
+    """The learner build's last gate: the built pages are scanned as a release is (a solution
+    line inside highlighted code is still found), and a site that holds one is not kept."""
+    secret = next(s for s in release.secrets()
+                  if s.what.startswith("solutions/") and "\n" not in s.text and "(" in s.text)  # fmt: skip
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "sitemap.xml").write_text("the old site")
+    style = {"stylesheets/site.css": (site.DOCS / "stylesheets" / "site.css").read_bytes()}
+    pages = [site.Page("index.md", "Home", "# Home\n", style),
+             site.Page("lab.md", "Lab", f"# Lab\n\n```python\n{secret.text}\n```\n")]  # fmt: skip
+    nav = [{"Home": "index.md"}, {"Lab": "lab.md"}]
+    with pytest.raises(site.SiteError, match="holds what a release must not") as caught:
+        site._mkdocs(pages, nav, out, False, vet=release.leaks)
+    assert f"lab/index.html: {secret.what}" in str(caught.value)
+    assert (out / "sitemap.xml").read_text() == "the old site"
+    pages[1].markdown = "# Lab\n\nYour code goes here.\n"
+    site._mkdocs(pages, nav, out, False, vet=release.leaks)  # without it, the site is built
+    assert (out / "lab" / "index.html").is_file()
+
+
 # ------------------------------------------------------------------ built, in a browser
 
 
@@ -271,12 +292,12 @@ def test_the_site_builds_from_current_runs_and_every_page_works_in_chromium(
 
     learner_text = text_of("".join(learner_html.values()))
     instructor_text = text_of(instructor_html)
-    # A line the course shows elsewhere (another lab, a DAG it ships) is not an answer
-    # given away; a DAG a lab promoted (the answer to that lab) is not the course's.
-    shown_elsewhere = "".join(
-        p.read_text() for p in [*(REPO / "labs").glob("*.ipynb"), *(REPO / "dags").glob("*.py")]
-        if not p.read_text().startswith(site.PROMOTED)
-    )  # fmt: skip
+    # A line the learners have anyway (another lab, the DAG the release ships) is not an
+    # answer given away; the repository's other DAGs are answers (Labs 1.1 and 1.4).
+    shipped = [
+        REPO / rel for rel in release.COPIED if rel.startswith("dags/") and rel.endswith(".py")
+    ]
+    shown_elsewhere = "".join(p.read_text() for p in [*(REPO / "labs").glob("*.ipynb"), *shipped])
     for name in NAMES:
         every, hidden = solution_lines(name)
         leaked = {line for line in hidden if line in learner_text and line not in shown_elsewhere}
@@ -338,9 +359,13 @@ def test_the_site_builds_from_current_runs_and_every_page_works_in_chromium(
     finally:
         browser.close()
         server.shutdown()
-    # the instructors' build adds the DAGs the labs promote (the answers to Labs 1.1 and 1.4)
+    # the learner build is the release's: its README the home page, its pages of the docs,
+    # its one DAG; the instructors' build adds the DAGs that are answers (Labs 1.1 and 1.4:
+    # promoted from the solutions, and the package's own pipeline) and their pages
+    assert "MLOps Foundations: the labs" in learner_html[tmp_path / "site" / "index.html"]
     assert sorted(set(instructors.pages) - set(built.pages)) == [
-        "dags/lab1_1_first_dag.md", "dags/my_model_in_production.md",
-        "dags/my_retraining.md", "dags/my_training_pipeline.md",
+        "contributing.md", "dags/lab1_1_first_dag.md", "dags/mnist_training_pipeline.md",
+        "dags/my_model_in_production.md", "dags/my_retraining.md",
+        "dags/my_training_pipeline.md", "instructors.md", "package.md", "site.md", "speed.md",
     ]  # fmt: skip
     assert set(built.pages) <= set(instructors.pages)

@@ -44,6 +44,7 @@ COPIED = (
     "scripts/setup_stamp.py",
     "scripts/lab.sh",
     "scripts/airflow.sh",
+    "scripts/setup-system.sh",
     "docs/install.md",
     "docs/data.md",
     "docs/airflow.md",
@@ -51,6 +52,8 @@ COPIED = (
     "docs/images",
     "workbook",
 )
+#: The pages of ``docs/`` a release has, in the learners' words (``learner_text``).
+LEARNER_DOCS = ("docs/install.md", "docs/data.md", "docs/airflow.md", "docs/course.md")
 #: Inside what is copied, never in a release.
 LEFT_OUT = ("workbook/grading", "workbook/release.py", "configs/experiments/mine")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
@@ -85,6 +88,8 @@ def build(out: str | os.PathLike[str], source: Path | None = None) -> Path:
             elif (tmp / rel).exists():
                 (tmp / rel).unlink()
         _strip_generator_marks(tmp / "labs")
+        for rel in LEARNER_DOCS:
+            atomic_write_text(tmp / rel, learner_text((tmp / rel).read_text(), rel))
         _write_learner_files(source, tmp)
         if out.exists():
             out.rmdir()
@@ -105,6 +110,39 @@ def _strip_generator_marks(folder: Path) -> None:
         nb = nbformat.read(path, as_version=4)
         nb.metadata.pop(GENERATED_KEY, None)
         atomic_write_text(path, dumps(nb))
+
+
+#: A passage of the docs for the repository's readers only, left out of a release (it names
+#: the tests, the lock's tooling, the grader).
+_REPOSITORY_ONLY = re.compile(r"<!-- repository only -->\n?(.*?)<!-- /repository only -->\n?", re.S)
+#: A passage for a release only: an HTML comment, so the repository's pages do not show it.
+_RELEASE_ONLY = re.compile(r"<!-- release only:\n?(.*?)-->\n?", re.S)
+#: A row of a table of make targets: its first cell names them (`make lab` / `make test`).
+_TARGET_ROW = re.compile(r"^\|\s*(`make [^|]*)\|")
+
+
+def targets(makefile: str) -> set[str]:
+    """The targets a Makefile defines."""
+    return set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M))
+
+
+def learner_text(text: str, where: str) -> str:
+    """A page of the docs as a release has it: repository-only passages left out,
+    release-only ones shown, and a table's rows for make targets the release's Makefile
+    lacks dropped. ``where``: the page, for the error an unclosed passage gets."""
+    text = _REPOSITORY_ONLY.sub("", text)
+    if "repository only -->" in text:
+        raise ReleaseError(f"{where}: a <!-- repository only --> passage is never closed")
+    text = _RELEASE_ONLY.sub(lambda m: m[1], text)
+    if "<!-- release only" in text:
+        raise ReleaseError(f"{where}: a <!-- release only: passage is never closed (-->)")
+    ours = targets(MAKEFILE)
+    return "".join(
+        line
+        for line in text.splitlines(keepends=True)
+        if not (m := _TARGET_ROW.match(line))
+        or set(re.findall(r"`make ([a-z][a-z-]*)", m[1])) <= ours
+    )
 
 
 def _write_learner_files(source: Path, tmp: Path) -> None:
@@ -147,7 +185,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup lab test airflow airflow-stop dags-test bench clean
+.PHONY: help setup lab test airflow airflow-stop airflow-cluster airflow-cluster-stop dags-test bench clean distclean
 
 help: ## list the targets
 \t@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\\n", $$1, $$2}'
@@ -158,17 +196,25 @@ setup: ## create .venv from the lock file, register the kernel, fetch and verify
 lab: setup ## JupyterLab on 127.0.0.1, opened at the labs
 \t@scripts/lab.sh
 
-test: setup ## check the set-up: the data's digests, the configs, the library and Airflow import
+test: setup ## check the set-up (the data's digests, the configs, the library) and your DAGs (ruff's AIR rules)
 \t@$(BIN)/workbook data validate
 \t@$(BIN)/workbook config check configs/default.yaml
 \t@$(BIN)/workbook config check configs/smoke.yaml
 \t@$(BIN)/python -c "import airflow.sdk, torch, shared.checks; print('set-up: the library, torch and Airflow import')"
+\t@$(BIN)/ruff check --select AIR dags
 
 airflow: setup ## the Airflow UI on http://127.0.0.1:8080
 \t@scripts/airflow.sh start
 
 airflow-stop: ## stop the Airflow processes `make airflow` started
 \t@scripts/airflow.sh stop
+
+airflow-cluster: setup ## distributed Airflow on loopback: PostgreSQL, Redis, CeleryExecutor, 2 Celery workers (UI :8090)
+\t@scripts/setup-system.sh postgresql redis-server
+\t@$(BIN)/python -m workbook.cluster start
+
+airflow-cluster-stop: ## stop exactly the processes `make airflow-cluster` started (its database stays)
+\t@if [ -x $(BIN)/python ]; then $(BIN)/python -m workbook.cluster stop; fi
 
 dags-test: setup ## one DAG for one date: make dags-test DAG=lab1_1_first_dag DATE=2024-01-01
 \t@test -n "$(DAG)" || { echo "usage: make dags-test DAG=<dag_id> [DATE=YYYY-MM-DD, default today]" >&2; exit 2; }
@@ -178,8 +224,11 @@ dags-test: setup ## one DAG for one date: make dags-test DAG=lab1_1_first_dag DA
 bench: setup ## speed benchmarks: training and DAG parse times
 \t@$(BIN)/workbook bench
 
-clean: airflow-stop ## remove runs and Airflow's home (keeps .venv and data/)
-\trm -rf runs registry artifacts .airflow
+clean: airflow-stop airflow-cluster-stop ## remove runs and Airflow's homes (the cluster's database too; keeps .venv and data/)
+\trm -rf runs registry artifacts .airflow .airflow-cluster
+
+distclean: clean ## also remove .venv and data/ (the next make sets everything up again)
+\trm -rf $(VENV) data
 """
 
 README = """\
@@ -193,12 +242,13 @@ offline once set up.
 
 ```bash
 make lab    # set-up (a Python environment, the MNIST data), then JupyterLab at the labs
-make test   # check the set-up: the data, the configs, the libraries
+make test   # check the set-up (the data, the configs, the libraries) and your DAGs' imports
 ```
 
 The first run of either sets everything up (a few minutes: the locked packages, then MNIST,
 checked against its published digests); later runs only verify. Python 3.11 to 3.13, Linux
-or macOS (Windows: WSL2). `docs/install.md` has the details, `docs/data.md` the data.
+or macOS (Windows: WSL2). [Installing](docs/install.md) has the details, [the MNIST
+data](docs/data.md) where the data comes from, and [the course](docs/course.md) what it teaches.
 
 ## The labs
 
@@ -213,7 +263,8 @@ Your instructor grades the notebooks you hand in, with the checks you see and wi
 
 `make airflow` starts Airflow's UI on http://127.0.0.1:8080 with the DAGs in `dags/`; the
 labs promote your own DAGs there (they are yours: `.gitignore` keeps them out of git).
-`docs/airflow.md` says more.
+[Airflow](docs/airflow.md) says more, and how to run the same DAGs on a cluster of
+Celery workers (`make airflow-cluster`).
 """
 
 LABS_README = """\
@@ -233,6 +284,7 @@ __pycache__/
 /registry/
 /artifacts/
 /.airflow/
+/.airflow-cluster/
 /configs/experiments/mine/
 # the DAGs you promote from the labs are your own work
 /dags/*.py
@@ -317,9 +369,14 @@ def secrets(source: Path | None = None) -> list[Secret]:
 
 def _texts(root: Path) -> Iterator[tuple[Path, str]]:
     """Every text file under ``root``, whitespace normalised per line (a notebook's JSON
-    read as its cells' sources and outputs, so a line is found whatever its escaping)."""
+    read as its cells' sources and outputs, a web page as its text: tags gone, entities
+    decoded, so a line is found whatever its escaping or highlighting)."""
+    import html
+
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if path.suffix == ".ipynb":
+        if path.suffix == ".html":
+            text = html.unescape(re.sub(r"<[^>]+>", "", path.read_text(errors="replace")))
+        elif path.suffix == ".ipynb":
             nb = nbformat.read(path, as_version=4)
             parts = [c.source for c in nb.cells]
             parts += [str(o) for c in nb.cells for o in c.get("outputs", [])]

@@ -21,8 +21,13 @@ What the build does, in order (``build``):
 5. ``mkdocs build --strict`` (a broken link or a missing page fails the build), a check
    that no page loads anything from off-site, then the new site replaces the old one.
 
-An instructor build (``solutions=True``) adds each exercise's solution below it, collapsed,
-and goes to ``site-instructors/`` so a learner site is never the one that shows answers.
+The learner build is built from a learner release (``workbook release``: a fresh one, or
+``release=``): its labs, its pages of the docs (the release's README as the home page), its
+DAGs. Nothing the release does not hold can reach a page, and the built site is scanned for
+the release's secrets (``release.leaks``: solution lines, model answers, quiz keys, hidden
+checks) before it replaces the old one. An instructor build (``solutions=True``) is built from
+this repository, adds each exercise's solution below it, collapsed, and goes to
+``site-instructors/`` so a learner site is never the one that shows answers.
 """
 
 from __future__ import annotations
@@ -301,10 +306,12 @@ def notebook_page(
         files.update(pics)
         if text:
             parts.append(text)
-    return Page(
-        f"{slug}.md", title or lab_path.stem, "\n\n".join(parts) + "\n", files,
-        f"solutions/{solution_path.name} (the learner's cells from labs/{lab_path.name})",
-    )  # fmt: skip
+    made_from = (
+        f"solutions/{solution_path.name} (the learner's cells from labs/{lab_path.name})"
+        if solutions
+        else f"labs/{lab_path.name} (the outputs of its model run)"
+    )
+    return Page(f"{slug}.md", title or lab_path.stem, "\n\n".join(parts) + "\n", files, made_from)
 
 
 def _written_answer(written, solutions: bool) -> str:
@@ -597,22 +604,38 @@ def lifecycle_png() -> bytes:
     return buf.getvalue()
 
 
-def hand_written_pages() -> list[Page]:
+#: A link from a release's README into its docs/, which the site stages beside the home page.
+_README_DOCS_LINK = re.compile(r"\]\(docs/")
+
+
+def hand_written_pages(release: Path | None = None) -> list[Page]:
     """The pages of ``docs/`` (the README links to them), with their pictures
-    (``docs/images/``) and the stylesheet."""
-    found = sorted(p.name for p in DOCS.glob("*.md"))
-    if sorted(HAND_WRITTEN) != found:
+    (``docs/images/``) and the stylesheet. ``release``: a learner release's instead, the
+    pages it has (its README the home page, its links into docs/ made relative)."""
+    docs = DOCS if release is None else release / "docs"
+    found = sorted(p.name for p in docs.glob("*.md"))
+    if release is None and sorted(HAND_WRITTEN) != found:
         raise SiteError(
             f"{DOCS}: the pages there ({', '.join(found)}) are not the ones the site lists "
             f"({', '.join(sorted(HAND_WRITTEN))}): add the new page to site.HAND_WRITTEN"
         )
+    if release is not None and not set(found) <= set(HAND_WRITTEN):
+        raise SiteError(
+            f"{docs}: pages the site does not list: {sorted(set(found) - set(HAND_WRITTEN))}"
+        )
+    sources = {name: (docs / name, title) for name, title in HAND_WRITTEN.items() if name in found}
+    if release is not None:
+        sources = {"index.md": (release / "README.md", "Home"), **sources}
     pages = []
-    for name, title in HAND_WRITTEN.items():
+    for name, (path, title) in sources.items():
         try:
-            pages.append(Page(name, title, (DOCS / name).read_text()))
+            text = path.read_text()
         except OSError as exc:
-            raise SiteError(f"{DOCS / name}: cannot read it ({exc.strerror})") from None
-    for picture in sorted((DOCS / "images").glob("*.png")):
+            raise SiteError(f"{path}: cannot read it ({exc.strerror})") from None
+        if release is not None and path.name == "README.md":
+            text = _README_DOCS_LINK.sub("](", text)
+        pages.append(Page(name, title, text))
+    for picture in sorted((docs / "images").glob("*.png")):
         pages[0].files[f"images/{picture.name}"] = picture.read_bytes()
     pages[0].files["stylesheets/site.css"] = (DOCS / "stylesheets" / "site.css").read_bytes()
     return pages
@@ -635,9 +658,13 @@ def comparison_page(run: bool, log: Callable[[str], None]) -> Page:
     return experiments_page(comparison)
 
 
-def _mkdocs(pages: list[Page], nav: list, out: Path, solutions: bool) -> None:
+def _mkdocs(
+    pages: list[Page], nav: list, out: Path, solutions: bool,
+    vet: Callable[[Path], list[str]] | None = None,
+) -> None:  # fmt: skip
     """Stage ``pages``, run ``mkdocs build --strict`` into a fresh folder, refuse a site
-    that would fetch from other hosts, and only then let it replace ``out``."""
+    that would fetch from other hosts, or in which ``vet`` finds something (each line a
+    problem), and only then let it replace ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".site-build-", dir=out.parent))
     try:
@@ -658,6 +685,12 @@ def _mkdocs(pages: list[Page], nav: list, out: Path, solutions: bool) -> None:
                 raise SiteError(
                     "the site would fetch from other hosts:\n  " + "\n  ".join(offsite[:20])
                 )
+            found = vet(built) if vet is not None else []
+            if found:
+                raise SiteError(
+                    f"the learner site holds what a release must not ({len(found)}):\n  "
+                    + "\n  ".join(found[:20])
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -668,13 +701,42 @@ def build(
     executed_folder: Path | None = None,
     run: bool = True,
     log: Callable[[str], None] = print,
+    release: Path | None = None,
 ) -> BuildResult:
     """Build the site into ``out`` (default ``site/``, or ``site-instructors/`` with
-    ``solutions``), replacing it only once the new one is built and checked."""
+    ``solutions``), replacing it only once the new one is built and checked. The learner
+    build is made from ``release`` (a folder ``workbook release`` made), or from a fresh
+    release of this repository."""
+    from workbook import release as releases
+
+    if solutions or release is not None:
+        if release is not None and (solutions or not (Path(release) / "labs").is_dir()):
+            raise SiteError(f"{release}: not a learner release (no labs/), or an instructor build")
+        return _build(Path(release or DOCS.parent), solutions, out, executed_folder, run, log)
+    with tempfile.TemporaryDirectory(prefix="workbook-release-") as tmp:
+        try:
+            made = releases.build(Path(tmp) / "release")
+        except releases.ReleaseError as exc:
+            raise SiteError(f"the release the learner site is built from: {exc}") from None
+        log(f"release: built in {paths.show(made)} for the learner site")
+        return _build(made, False, out, executed_folder, run, log)
+
+
+def _build(
+    root: Path,
+    solutions: bool,
+    out: Path | None,
+    executed_folder: Path | None,
+    run: bool,
+    log: Callable[[str], None],
+) -> BuildResult:
+    """The build, its notebooks, DAGs and pages from ``root``: this repository for the
+    instructor build, a learner release for the learner build (its pages then scanned)."""
     from workbook import labs
+    from workbook import release as releases
 
     start = time.perf_counter()
-    root = paths.project_root()
+    checkout = DOCS.parent
     out = Path(out) if out else output_dir(solutions)
     if out.exists() and any(out.iterdir()) and not (out / "sitemap.xml").is_file():
         # the build replaces the whole folder: never one that is not an earlier site
@@ -685,21 +747,23 @@ def build(
         notebook_page(
             root / "labs" / sol.name, sol, *found[sol.name], f"labs/{sol.stem}", solutions
         )
-        for sol in labs.solution_files(root / "solutions")
+        for sol in labs.solution_files(checkout / "solutions")
     ]
-    dags = dag_pages(DOCS.parent / "dags", solutions)  # the course's DAGs, in the checkout
+    dags = dag_pages(root / "dags", solutions)
     log(f"DAGs: {len(dags)} pages")
     experiments = comparison_page(run, log)
-    first, rest = list(HAND_WRITTEN.items())[:2], list(HAND_WRITTEN.items())[2:]
+    hand_written = hand_written_pages(None if solutions else root)
+    first, rest = hand_written[:2], hand_written[2:]
     nav = [
-        *({title: name} for name, title in first),
+        *({p.title: p.path} for p in first),
         {"Notebooks": [{p.title: p.path} for p in notebooks]},
         {"DAGs": [{p.title: p.path} for p in dags]},
         {"Experiments": experiments.path},
-        {"Reference": [{title: name} for name, title in rest]},
+        {"Reference": [{p.title: p.path} for p in rest]},
     ]
-    pages = hand_written_pages() + notebooks + dags + [experiments]
-    _mkdocs(pages, nav, out, solutions)
+    pages = hand_written + notebooks + dags + [experiments]
+    vet = None if solutions else (lambda built: releases.leaks(built, checkout))
+    _mkdocs(pages, nav, out, solutions, vet)
     return BuildResult(out, [p.path for p in pages], time.perf_counter() - start, reused, executed)
 
 

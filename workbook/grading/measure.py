@@ -190,12 +190,16 @@ def program_slice(nb: nbformat.NotebookNode, targets: Sequence[str] = TARGETS) -
 
 # --------------------------------------------------------------------------- one run
 
+#: Before the learner's code: the data, and the grader's own check function, taken now, so
+#: a submission that replaces ``checks.speedrun_record`` does not replace the measurement.
 _DATA = (
     "import sys as __wb_sys\n"
-    "__wb_checks = __wb_sys.modules['shared.checks']\n"
-    "__wb_splits = __wb_checks.speedrun_data()"
+    "__wb_record = __wb_sys.modules['shared.checks'].speedrun_record\n"
+    "__wb_splits = __wb_sys.modules['shared.checks'].speedrun_data()"
 )
-_MEASURE = "__wb_checks.speedrun_record(SpeedNet, speedrun_recipe, __wb_splits)"
+_MEASURE = "__wb_record(SpeedNet, speedrun_recipe, __wb_splits)"
+#: The prefix of the measurement's own names, which no learner code may touch.
+_OWN = "__wb_"
 
 
 def _one_run(code: str, limits: Limits, kind: str, hide: Sequence[Path], speed: float) -> dict:
@@ -276,6 +280,8 @@ def measure(
     hide = [*hide, Path(notebook).resolve().parent]  # other learners' work
     try:
         code = program_slice(grade.read_submission(notebook))
+        if _OWN in code:
+            raise MeasureError(f"your code defining SpeedNet names the measurement's {_OWN}*")
         records = [
             _one_run(code, limits, kind, [Path(h) for h in hide], speed) for _ in range(repeats)
         ]
