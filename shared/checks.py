@@ -131,8 +131,11 @@ def free_globals(func: Callable) -> dict[str, Any]:
 
 
 def answer_key(*parts: object) -> str:
-    """The stored form of a quiz's right answer: a digest, so reading this file gives nothing
-    away (``answer_key(question, answer)``, case and outer spaces ignored)."""
+    """The stored form of a quiz's right answer: a digest (``answer_key(question, answer)``,
+    case and outer spaces ignored), so the answer is not in clear text here. It hides nothing
+    from a learner who hashes each of a question's three or four choices, as trying each in
+    the self-check would: the quizzes are practice with feedback; what the written questions
+    and the hidden checks ask cannot be tried out so."""
     import hashlib
 
     text = "\x1f".join(str(p).strip().lower() for p in parts)

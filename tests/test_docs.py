@@ -30,13 +30,12 @@ def _anchors(page: Path) -> set[str]:
 
 
 def _generated_page(page: Path, path: str) -> bool:
-    """A link from docs/ to a page the website generates: a notebook's, a DAG's, the
-    experiments' (the site's strict build checks those links again, on the built pages)."""
+    """A link from docs/ to a page the website generates: a DAG's, the experiments' (the
+    site's strict build checks those links again, on the built pages). A lab is linked as
+    its notebook, ``../labs/NAME.ipynb``, which a forge shows and the site makes its page."""
     if page.parent.name != "docs":
         return False
     target = Path(path)
-    if target.parts[:1] == ("labs",):
-        return (REPO / "solutions" / target.with_suffix(".ipynb").name).is_file()
     if target.parts[:1] == ("dags",):
         return (REPO / "dags" / target.with_suffix(".py").name).is_file()
     return path == "experiments.md"

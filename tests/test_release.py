@@ -36,9 +36,14 @@ def test_the_release_holds_what_a_learner_runs_and_none_of_the_instructors_files
         assert (built / rel).is_file(), rel
     for rel in ("solutions", "workbook/grading", "tests", "dags/lab1_1_first_dag.py",
                 "dags/my_trainer.py", "dags/mnist_training_pipeline.py", "docs/instructors.md",
-                "workbook/release.py"):  # fmt: skip
+                "workbook/release.py", "workbook/labs.py", "workbook/site.py",
+                "workbook/demo.py"):  # fmt: skip
         assert not (built / rel).exists(), rel
-    assert 'packages = ["shared", "workbook"]' in (built / "pyproject.toml").read_text()
+    pyproject = (built / "pyproject.toml").read_text()
+    assert 'packages = ["shared", "workbook"]' in pyproject and "[tool.ruff" in pyproject
+    # no test suite, no architecture contracts: a learner's `pytest` finds no tests/ to miss
+    assert "[tool.pytest" not in pyproject and "importlinter" not in pyproject
+    assert "instructors" not in (built / "workbook" / "__init__.py").read_text()
     lab = (built / "labs" / "01_lab1_1_first_airflow_dag.ipynb").read_text()
     assert (
         "solutions/" not in lab and "solutions/" not in (built / "labs" / "README.md").read_text()

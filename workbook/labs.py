@@ -81,6 +81,10 @@ DEFAULT_HINT = "write this part"
 TOOL_COMMENT = re.compile(r"\s+# (?:noqa\b.*|fmt: (?:skip|off|on)|NBVAL_\w+.*)$")
 NBVAL_TAGS = {"nbval-check-output", "nbval-ignore-output", "nbval-skip", "nbval-raises-exception"}
 EXERCISE_TAG = "workbook-exercise"
+#: A solution cell whose output is what the learner's own work makes through files or DAGs an
+#: exercise wrote (a DAG's run, a script's accuracy, a sweep of their experiments): the
+#: learner site shows no model output under it, as under a cell that uses an exercise's names.
+LEARNER_OUTPUT_TAG = "workbook-learner-output"
 #: The notebook metadata key of a generated lab that names its source.
 GENERATED_KEY = "workbook"
 

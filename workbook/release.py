@@ -49,13 +49,27 @@ COPIED = (
     "docs/data.md",
     "docs/airflow.md",
     "docs/course.md",
+    "docs/speed.md",
     "docs/images",
     "workbook",
 )
 #: The pages of ``docs/`` a release has, in the learners' words (``learner_text``).
-LEARNER_DOCS = ("docs/install.md", "docs/data.md", "docs/airflow.md", "docs/course.md")
+LEARNER_DOCS = (
+    "docs/install.md",
+    "docs/data.md",
+    "docs/airflow.md",
+    "docs/course.md",
+    "docs/speed.md",
+)
 #: Inside what is copied, never in a release.
-LEFT_OUT = ("workbook/grading", "workbook/release.py", "configs/experiments/mine")
+LEFT_OUT = (
+    "workbook/grading",
+    "workbook/release.py",
+    "workbook/labs.py",  # the lab generator: it reads solutions/
+    "workbook/site.py",  # the website is built by the instructors, from a release
+    "workbook/demo.py",  # make demo runs the solutions
+    "configs/experiments/mine",
+)
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
 
 
@@ -152,6 +166,7 @@ def _write_learner_files(source: Path, tmp: Path) -> None:
     packages = 'packages = ["shared", "workbook", "workbook.grading"]'
     if packages not in pyproject:
         raise ReleaseError(f"pyproject.toml no longer lists {packages}: update release.py")
+    pyproject = _without_sections(pyproject, ("tool.importlinter", "tool.pytest"))
     atomic_write_text(
         tmp / "pyproject.toml", pyproject.replace(packages, 'packages = ["shared", "workbook"]')
     )
@@ -159,6 +174,24 @@ def _write_learner_files(source: Path, tmp: Path) -> None:
     atomic_write_text(tmp / "README.md", README.format(labs=_lab_table(source)))
     atomic_write_text(tmp / ".gitignore", GITIGNORE)
     atomic_write_text(tmp / "labs" / "README.md", LABS_README)
+    atomic_write_text(tmp / "workbook" / "__init__.py", WORKBOOK_INIT)
+
+
+def _without_sections(toml: str, names: tuple[str, ...]) -> str:
+    """``toml`` without the tables whose name starts with one of ``names`` (the test suite's
+    and the architecture contracts' settings: a release has neither the tests nor the
+    packages they name)."""
+    import tomllib
+
+    kept, dropping = [], False
+    for line in toml.splitlines(keepends=True):
+        if m := re.match(r"\[\[?([\w.-]+)\]\]?\s*$", line):
+            dropping = m[1].startswith(names)
+        if not dropping:
+            kept.append(line)
+    text = "".join(kept).rstrip("\n") + "\n"
+    tomllib.loads(text)  # still TOML: a table cut in half would fail here, not in pip
+    return text
 
 
 def _lab_table(source: Path) -> str:
@@ -221,7 +254,8 @@ dags-test: setup ## one DAG for one date: make dags-test DAG=lab1_1_first_dag DA
 \t@$(BIN)/airflow db migrate > /dev/null
 \t@$(BIN)/airflow dags test $(DAG) $(or $(DATE),$(shell date -u +%F))
 
-bench: setup ## speed benchmarks: training and DAG parse times
+bench: setup ## speed benchmarks (not tests): training and DAG parse times
+\t@$(BIN)/workbook bench --dags
 \t@$(BIN)/workbook bench
 
 clean: airflow-stop airflow-cluster-stop ## remove runs and Airflow's homes (the cluster's database too; keeps .venv and data/)
@@ -273,6 +307,14 @@ LABS_README = """\
 Open them with `make lab`, in order: 00 (the lifecycle and four habits), then Labs 1.1 to 1.4.
 Each saves its work in the notebook itself; your DAGs are promoted into `../dags/`.
 """
+
+WORKBOOK_INIT = '''\
+"""The ``workbook`` command (``workbook --help``): the MNIST data's set-up and checks
+(``data``), config checks (``config``), notebook housekeeping (``nb``), the speed benchmark
+(``bench``) and the distributed Airflow (``cluster``, ``make airflow-cluster``). The labs'
+notebooks and your DAGs import the library beside it, ``shared``, never this package.
+"""
+'''
 
 GITIGNORE = """\
 .venv/

@@ -278,7 +278,8 @@ def notebook_page(
             files.update(pics)
             if title is None and (m := re.search(r"^# (.+)$", text, re.M)):
                 title = m[1].strip()
-                text = text.replace(m[0], m[0] + "\n\n" + _run_note(lab_path, record, params), 1)
+                note = _run_note(lab_path, record, params, solutions)
+                text = text.replace(m[0], m[0] + "\n\n" + note, 1)
             parts.append(text)
             continue
         if cell.cell_type != "code":
@@ -299,7 +300,10 @@ def notebook_page(
                     "success",
                 )
             )  # fmt: skip
-        if not solutions and theirs & labs.names_used(cell.source):
+        runs_theirs = theirs & labs.names_used(cell.source) or labs.LEARNER_OUTPUT_TAG in (
+            sol_code[i].metadata.get("tags", [])
+        )  # a DAG, a script or experiments an exercise wrote: not found by names
+        if not solutions and runs_theirs:
             parts.append("*This cell runs your code: its output appears when you run it.*")
             continue
         text, pics = outputs_markdown(run_code[i].outputs, f"{slug}/cell{i}", root)
@@ -326,13 +330,22 @@ def _written_answer(written, solutions: bool) -> str:
     return box
 
 
-def _run_note(lab_path: Path, record: dict, params: str) -> str:
+def _run_note(lab_path: Path, record: dict, params: str, solutions: bool) -> str:
+    run = (
+        f"run with papermill ({params}) on {record.get('finished', '?')[:10]} in "
+        f"{record.get('seconds', '?')} s"
+    )
+    if solutions:
+        said = (f"The outputs under the cells are those of its solution, {run}; each "
+                "exercise's solution is under it, collapsed.")  # fmt: skip
+    else:
+        said = (f"The outputs under the cells are those of a model run of it, {run}. Exercise "
+                "cells show what you start from, and cells that run your code show no output: "
+                "yours appears when you run them.")  # fmt: skip
     return _collapsible(
         "About this page",
-        f"This is the learner notebook `labs/{lab_path.name}`: exercise cells show what you "
-        "start from. The outputs under the cells are those of its solution, run with papermill "
-        f"({params}) on {record.get('finished', '?')[:10]} in {record.get('seconds', '?')} s. "
-        "To work through it, run `make lab`.",
+        f"This is the learner notebook `labs/{lab_path.name}`. {said} To work through it, run "
+        "`make lab`.",
         "info",
     )
 
@@ -606,6 +619,9 @@ def lifecycle_png() -> bytes:
 
 #: A link from a release's README into its docs/, which the site stages beside the home page.
 _README_DOCS_LINK = re.compile(r"\]\(docs/")
+#: A link from a page of docs/ to a lab notebook (which a forge shows), on the site that lab's
+#: page.
+_LAB_LINK = re.compile(r"\]\(\.\./labs/([\w-]+)\.ipynb(#[^)\s]*)?\)")
 
 
 def hand_written_pages(release: Path | None = None) -> list[Page]:
@@ -634,6 +650,7 @@ def hand_written_pages(release: Path | None = None) -> list[Page]:
             raise SiteError(f"{path}: cannot read it ({exc.strerror})") from None
         if release is not None and path.name == "README.md":
             text = _README_DOCS_LINK.sub("](", text)
+        text = _LAB_LINK.sub(lambda m: f"](labs/{m[1]}.md{m[2] or ''})", text)
         pages.append(Page(name, title, text))
     for picture in sorted((docs / "images").glob("*.png")):
         pages[0].files[f"images/{picture.name}"] = picture.read_bytes()
@@ -733,7 +750,6 @@ def _build(
     """The build, its notebooks, DAGs and pages from ``root``: this repository for the
     instructor build, a learner release for the learner build (its pages then scanned)."""
     from workbook import labs
-    from workbook import release as releases
 
     start = time.perf_counter()
     checkout = DOCS.parent
@@ -762,9 +778,24 @@ def _build(
         {"Reference": [{p.title: p.path} for p in rest]},
     ]
     pages = hand_written + notebooks + dags + [experiments]
-    vet = None if solutions else (lambda built: releases.leaks(built, checkout))
+    vet = None if solutions else (lambda built: _learner_problems(built, checkout))
     _mkdocs(pages, nav, out, solutions, vet)
     return BuildResult(out, [p.path for p in pages], time.perf_counter() - start, reused, executed)
+
+
+def _learner_problems(built: Path, checkout: Path) -> list[str]:
+    """What a learner site must not hold: a release's secrets (``release.leaks``), and the
+    instructors' folder named on a page (a model run's output that prints its path)."""
+    from workbook import release as releases
+
+    named = [
+        f"{page.relative_to(built)}: names the instructors' solutions/ folder"
+        for page in sorted(built.rglob("*.html"))
+        if re.search(
+            r"(?<![\w./-])solutions/", html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+        )
+    ]
+    return releases.leaks(built, checkout) + named
 
 
 def make_server(site: Path, port: int = 8000, host: str = "127.0.0.1"):
