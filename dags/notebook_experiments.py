@@ -12,8 +12,9 @@ list_configs -> run_notebook (one mapped task per configs/experiments/*.yaml) ->
   has one more mapped task: dynamic task mapping with `.expand`).
 * **run_notebook** executes the Lab 1.3 notebook with papermill: the learner's own,
   `labs/03_lab1_3_config_driven_training.ipynb`, once every exercise in the saved file is
-  written; until then, in the instructors' repository the solution's, in a learner's copy
-  none (the run says what to finish first); the task's log says which, and why. It runs on
+  written; until then the run says what to finish first (where the course's model solutions
+  are present, as in its instructors' copy, it runs the solution's instead); the task's log
+  says which notebook ran, and why. It runs on
   the project's kernel `mlops-workbook`, with each cell's output in the task log and a
   per-cell timeout. The notebook trains the config with its own
   `train_from_config` and records the run; the executed notebook lands in

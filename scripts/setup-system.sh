@@ -9,8 +9,9 @@
 #                each, on loopback and its own ports, under .airflow-cluster/; on a machine
 #                with systemd the packages also start system servers on 5432 and 6379, which
 #                the cluster never uses: `systemctl disable --now postgresql redis-server`)
-# `make test` and `make airflow-cluster` both run this, so either installs all four; with
-# package names as arguments (a learner release's `make airflow-cluster`), only those.
+# The course repository's `make test` and `make airflow-cluster` run it without arguments
+# (all four); with package names as arguments, only those (a learner's `make airflow-cluster`:
+# postgresql redis-server).
 # Idempotent: does nothing when every command is already on PATH.
 set -euo pipefail
 wanted=("$@")

@@ -31,7 +31,7 @@ class CNN(nn.Module):
     The shape of tuomaso/train_mnist_fast's record net, kept lab-sized. With the default
     config ([24, 32] channels, fc 128, ~0.11 M parameters) it reaches about 99 % test accuracy in
     about one epoch, a few seconds on a 2-core CPU (`workbook bench`). Each choice below was
-    measured on 2 CPU cores (configs/default.yaml's comments and the README give the numbers).
+    measured on 2 CPU cores (configs/default.yaml's comments and docs/speed.md give the numbers).
     """
 
     def __init__(

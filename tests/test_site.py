@@ -379,6 +379,7 @@ def test_the_site_builds_from_current_runs_and_every_page_works_in_chromium(
     assert "MLOps Foundations: the labs" in learner_html[tmp_path / "site" / "index.html"]
     assert sorted(set(instructors.pages) - set(built.pages)) == [
         "contributing.md", "dags/lab1_1_first_dag.md", "dags/mnist_training_pipeline.md",
+        "experiments.md",
         "dags/my_model_in_production.md", "dags/my_retraining.md",
         "dags/my_training_pipeline.md", "instructors.md", "package.md", "site.md",
     ]  # fmt: skip

@@ -26,7 +26,7 @@ starts from nothing.
 The DAG files are the same ones the embedded set-up (SQLite, ``airflow dags test``) runs.
 Tasks read and write the project folder (``WORKBOOK_ROOT``), which is the shared storage
 here: every worker is on this machine. On a real cluster that folder becomes a shared
-volume; see the README, "Beyond one machine".
+volume; see docs/airflow.md, "On a real cluster".
 """
 
 from __future__ import annotations

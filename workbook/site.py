@@ -16,8 +16,9 @@ What the build does, in order (``build``):
    its record says it is current (same notebook, parameters, configs, package and lock),
    else a new run that records itself there;
 3. one page per DAG: its ``doc_md``, its graph (drawn from the parsed DAG) and its code;
-4. the latest experiment comparison of ``notebook_experiments`` (the DAG runs on the smoke
-   config first if none exists);
+4. (the instructor build) the latest experiment comparison of ``notebook_experiments`` (the
+   DAG runs on the smoke config first if none exists): a learner's copy of the DAG runs
+   their own notebook, so the learner build has none;
 5. ``mkdocs build --strict`` (a broken link or a missing page fails the build), a check
    that no page loads anything from off-site, then the new site replaces the old one.
 
@@ -479,9 +480,10 @@ def experiments_page(folder: Path) -> Page:
         body.append("![validation accuracy of each experiment](experiments/comparison.png)")
         files["experiments/comparison.png"] = figure.read_bytes()
     body.append(
-        "Reproduce it: `airflow dags test notebook_experiments "
-        '-c \'{"overrides": ["data.subset=1200"]}\'` (smoke) or trigger it in the UI '
-        "(`make airflow`); the DAG's page is [notebook_experiments](dags/notebook_experiments.md)."
+        "Reproduce it: `.venv/bin/airflow dags test notebook_experiments 2024-01-01 "
+        '-c \'{"overrides": ["data.subset=1200"]}\'` (smoke; the exports are in '
+        "[Airflow](airflow.md)) or trigger it in the UI (`make airflow`); the DAG's page is "
+        "[notebook_experiments](dags/notebook_experiments.md)."
     )
     return Page(
         "experiments.md", "Experiments compared", "\n\n".join(body) + "\n", files,
@@ -767,17 +769,20 @@ def _build(
     ]
     dags = dag_pages(root / "dags", solutions)
     log(f"DAGs: {len(dags)} pages")
-    experiments = comparison_page(run, log)
+    # The comparison is of the course's notebook run by the DAG: in a learner's copy, their
+    # own Lab 1.3 trainer makes it (and a question asks them to read it), so only the
+    # instructors' build shows the model run's.
+    experiments = [comparison_page(run, log)] if solutions else []
     hand_written = hand_written_pages(None if solutions else root)
     first, rest = hand_written[:2], hand_written[2:]
     nav = [
         *({p.title: p.path} for p in first),
         {"Notebooks": [{p.title: p.path} for p in notebooks]},
         {"DAGs": [{p.title: p.path} for p in dags]},
-        {"Experiments": experiments.path},
+        *({"Experiments": p.path} for p in experiments),
         {"Reference": [{p.title: p.path} for p in rest]},
     ]
-    pages = hand_written + notebooks + dags + [experiments]
+    pages = hand_written + notebooks + dags + experiments
     vet = None if solutions else (lambda built: _learner_problems(built, checkout))
     _mkdocs(pages, nav, out, solutions, vet)
     return BuildResult(out, [p.path for p in pages], time.perf_counter() - start, reused, executed)
