@@ -536,6 +536,15 @@ def test_a_forged_measurement_with_a_failing_real_speedrun_is_never_ranked(tmp_p
     # the measurement alone: the grader's own check runs, not the submission's replacement
     alone = measure.measure(forged, repeats=1)
     assert "error" in alone and "(2, 5)" in alone["error"], alone
+    # a SpeedNet built from the data's statistics pulls the loading into the measurement,
+    # whose copy has no test files: not measured, and told why (not a bare missing file)
+    loads = variant(tmp_path, "1.2b", "speednet_reads_the_data", {
+        "class SpeedNet(nn.Module):\n    def __init__(self) -> None:\n        super().__init__()\n":
+        "pixel_mean = float(splits.train.images.float().mean())\n"
+        "class SpeedNet(nn.Module):\n    def __init__(self) -> None:\n        super().__init__()\n"
+        "        self.mean = pixel_mean\n"})  # fmt: skip
+    unmeasured = measure.measure(loads, repeats=1)
+    assert "without the test files" in unmeasured.get("error", ""), unmeasured
     # the whole grading, measuring on: the real speedrun check fails, so nothing is measured
     out = workbook("grade", str(subs), "--out", str(tmp_path / "out"), "--speedrun-repeats", "1")
     report = json.loads((tmp_path / "out" / "results.json").read_text())[0]

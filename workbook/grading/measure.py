@@ -241,7 +241,8 @@ def _one_run(code: str, limits: Limits, kind: str, hide: Sequence[Path], speed: 
                         raise MeasureError(f"ran past {RUN_TIMEOUT * speed:.0f} s")
                     if reply.get("status") == "error":
                         who = "your code defining SpeedNet" if index == 2 else "the measurement"
-                        raise MeasureError(f"{who} raised {grade._last_line(reply)}")
+                        raise MeasureError(f"{who} raised {grade._last_line(reply)}"
+                                           + _why(reply, index))  # fmt: skip
         except DeadKernelError:
             raise MeasureError("the kernel died during the measurement") from None
         finally:
@@ -258,6 +259,18 @@ def _one_run(code: str, limits: Limits, kind: str, hide: Sequence[Path], speed: 
         record["seconds_to_99"] += learner
     record["definition_seconds"] = learner
     return record
+
+
+def _why(reply: dict, index: int) -> str:
+    """What a learner needs to know about their definitions' error, where it is the
+    measurement's own doing: its copy of the data has no test files."""
+    if index == 2 and "t10k" in str(reply.get("evalue", "")):  # FileNotFoundError or ours
+        return (
+            " (the measurement runs only the code SpeedNet and speedrun_recipe need, on a "
+            "copy of the data without the test files, and that code loads the data: write "
+            "the numbers SpeedNet needs into its code)"
+        )
+    return ""
 
 
 # --------------------------------------------------------------------------- a report
