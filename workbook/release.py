@@ -170,7 +170,7 @@ def _write_learner_files(source: Path, tmp: Path) -> None:
     atomic_write_text(
         tmp / "pyproject.toml", pyproject.replace(packages, 'packages = ["shared", "workbook"]')
     )
-    atomic_write_text(tmp / "Makefile", MAKEFILE)
+    atomic_write_text(tmp / "Makefile", makefile(source))
     atomic_write_text(tmp / "README.md", README.format(labs=_lab_table(source)))
     atomic_write_text(tmp / ".gitignore", GITIGNORE)
     atomic_write_text(tmp / "labs" / "README.md", LABS_README)
@@ -194,6 +194,18 @@ def _without_sections(toml: str, names: tuple[str, ...]) -> str:
     return text
 
 
+def makefile(source: Path) -> str:
+    """The release's Makefile: the repository Makefile's settings (everything before its
+    ``.PHONY`` line, the first line retitled), then the learner's targets (``MAKEFILE``)."""
+    text = (source / "Makefile").read_text()
+    head, phony, _ = text.partition("\n.PHONY:")
+    if not phony:
+        raise ReleaseError(f"{source / 'Makefile'}: no .PHONY line to end its settings at")
+    _, _, settings = head.partition("\n")
+    title = "# The MLOps Foundations workbook, learner edition. `make help` lists the targets."
+    return f"{title}\n{settings.rstrip()}\n\n{MAKEFILE}"
+
+
 def _lab_table(source: Path) -> str:
     """The labs, one row each: the notebook and its first heading."""
     rows = []
@@ -207,17 +219,9 @@ def _lab_table(source: Path) -> str:
     return "\n".join(["| notebook | lab |", "|---|---|", *rows])
 
 
+#: The learner Makefile's targets; its settings before them (the environment, Airflow's home)
+#: are the repository Makefile's own (``makefile``).
 MAKEFILE = """\
-# The MLOps Foundations workbook, learner edition. `make help` lists the targets.
-SHELL := /bin/bash
-.DEFAULT_GOAL := help
-VENV := .venv
-BIN := $(CURDIR)/$(VENV)/bin
-export AIRFLOW_HOME := $(CURDIR)/.airflow
-export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
-export AIRFLOW__CORE__LOAD_EXAMPLES := False
-export PATH := $(BIN):$(PATH)
-
 .PHONY: help setup lab test airflow airflow-stop airflow-cluster airflow-cluster-stop dags-test bench clean distclean
 
 help: ## list the targets
@@ -409,7 +413,7 @@ def secrets(source: Path | None = None) -> list[Secret]:
     return list(dict.fromkeys(found))  # each once, in order
 
 
-def _texts(root: Path) -> Iterator[tuple[Path, str]]:
+def texts(root: Path) -> Iterator[tuple[Path, str]]:
     """Every text file under ``root``, whitespace normalised per line (a notebook's JSON
     read as its cells' sources and outputs, a web page as its text: tags gone, entities
     decoded, so a line is found whatever its escaping or highlighting)."""
@@ -444,7 +448,7 @@ def leaks(release: Path, source: Path | None = None) -> list[str]:
     wanted = secrets(source)
     words = re.compile(r"\w+")
     ids = {s.text for s in wanted if words.fullmatch(s.text)}
-    for path, text in _texts(release):
+    for path, text in texts(release):
         tokens = set(words.findall(text))
         for s in wanted:
             hit = s.text in tokens if s.text in ids else s.text in text

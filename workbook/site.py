@@ -794,11 +794,9 @@ def _learner_problems(built: Path, checkout: Path) -> list[str]:
     from workbook import release as releases
 
     named = [
-        f"{page.relative_to(built)}: names the instructors' solutions/ folder"
-        for page in sorted(built.rglob("*.html"))
-        if re.search(
-            r"(?<![\w./-])solutions/", html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
-        )
+        f"{path.relative_to(built)}: names the instructors' solutions/ folder"
+        for path, text in releases.texts(built)  # a page as its reader sees it
+        if path.suffix == ".html" and re.search(r"(?<![\w./-])solutions/", text)
     ]
     return releases.leaks(built, checkout) + named
 
